@@ -1,0 +1,67 @@
+"""Write-then-rename, so that no output is ever half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from deepsky.errors import OutputError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
+
+    The temporary file lives in the same folder (so the rename is atomic) and keeps the
+    extension (so libraries that pick a format by extension still work). If the block raises,
+    the temporary file is removed and ``path`` is left as it was. Disk-full and permission
+    problems become an :class:`OutputError` naming ``path``.
+    """
+    final = Path(path)
+    folder = final.parent
+    ext = final.suffix if suffix is None else suffix
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{ext}", dir=folder)
+    except OSError as err:
+        raise _output_error(final, err) from err
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except OSError as err:
+        _remove_quietly(tmp)
+        raise _output_error(final, err) from err
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _remove_quietly(p: Path) -> None:
+    with contextlib.suppress(OSError):
+        p.unlink()
+
+
+def _output_error(path: Path, err: OSError) -> OutputError:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return OutputError(f"{path}: cannot write, the disk is full (or a file-size limit was hit)")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"{path}: cannot write, permission denied (read-only folder?)")
+    return OutputError(f"{path}: cannot write: {err.strerror or err}")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a binary file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
