@@ -1,0 +1,208 @@
+"""Cosmetic correction: find defective pixels, columns and rows, and replace them.
+
+Defects are found where they show best:
+
+* **hot pixels** in the master dark (dark current far above the pixel's neighbourhood),
+* **cold/dead pixels** in the master flat (response far below the neighbourhood),
+* **bad columns and rows** as whole lines standing out in the dark current or the flat
+  (a stable offset in the bias is removed by the subtraction itself),
+* pixels that **spike in most lights** (for sessions without darks: a hot pixel lights no
+  neighbour and stays on the same pixel; a star is spread over several).
+
+A defect is replaced by the median of its same-colour neighbours that are not defective
+themselves (distance 1 for mono; the nearest pixels of the same CFA colour on a mosaic).
+The defect map is a boolean image, ``True`` = defective (excluded).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+_MAD = 1.4826
+
+
+def _same_color_planes(image: np.ndarray, bayer: str | None) -> list[tuple[slice, slice]]:
+    if bayer:
+        return [(slice(dy, None, 2), slice(dx, None, 2)) for dy in (0, 1) for dx in (0, 1)]
+    return [(slice(None), slice(None))]
+
+
+def local_residual(image: np.ndarray, bayer: str | None, size: int = 5) -> np.ndarray:
+    """Image minus the median of its same-colour neighbourhood (``size`` x ``size`` of the
+    same colour)."""
+    out = np.empty_like(image, dtype=np.float32)
+    for sl in _same_color_planes(image, bayer):
+        plane = np.asarray(image[sl], dtype=np.float32)
+        med = ndimage.median_filter(plane, size=size, mode="reflect")
+        out[sl] = plane - med
+    return out
+
+
+def robust_sigma(values: np.ndarray) -> float:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return 0.0
+    med = np.median(v)
+    return float(_MAD * np.median(np.abs(v - med)))
+
+
+def find_hot_pixels(dark: np.ndarray, bayer: str | None, *, sigma: float = 5.0,
+                    min_level: float = 0.0) -> np.ndarray:
+    """Pixels of a master dark (bias-subtracted or not) more than ``sigma`` robust standard
+    deviations above their same-colour neighbourhood, and more than ``min_level`` above it."""
+    r = local_residual(dark, bayer)
+    s = robust_sigma(r[::2, ::2] if r.size > 4_000_000 else r)
+    thr = max(sigma * s, min_level)
+    return r > thr
+
+
+def find_cold_pixels(flat: np.ndarray, bayer: str | None, *, sigma: float = 5.0,
+                     min_drop: float = 0.1) -> np.ndarray:
+    """Pixels of a normalised master flat far below their neighbourhood (dead or dim pixels):
+    more than ``sigma`` robust sigmas and more than ``min_drop`` (fraction) below."""
+    r = local_residual(flat, bayer)
+    s = robust_sigma(r)
+    return r < -max(sigma * s, min_drop)
+
+
+def find_bad_lines(image: np.ndarray, bayer: str | None, *, sigma: float = 5.0,
+                   min_level: float = 0.0) -> np.ndarray:
+    """Whole columns or rows whose median stands out from their neighbours' (a defect mask
+    with those lines set). Works per CFA colour on a mosaic.
+
+    The threshold is ``sigma`` times the larger of the spread of the line medians and the
+    noise a median of that many pixels has, so a clean frame flags nothing.
+    """
+    mask = np.zeros(image.shape, bool)
+    for sl in _same_color_planes(image, bayer):
+        plane = np.asarray(image[sl], dtype=np.float32)
+        pix_noise = robust_sigma(local_residual(plane, None, size=3)[::2, ::2])
+        for axis in (0, 1):  # axis 0: one median per column (down the rows)
+            prof = np.nanmedian(plane, axis=axis)
+            if prof.size < 7:
+                continue
+            base = ndimage.median_filter(prof, size=7, mode="reflect")
+            d = prof - base
+            n_pix = plane.shape[axis]
+            floor = 1.2533 * pix_noise / np.sqrt(max(1, n_pix))
+            bad = np.abs(d) > max(sigma * max(robust_sigma(d), floor), min_level)
+            if not bad.any():
+                continue
+            sub = np.zeros(plane.shape, bool)
+            if axis == 0:
+                sub[:, bad] = True
+            else:
+                sub[bad, :] = True
+            mask[sl] |= sub
+    return mask
+
+
+def find_spikes(image: np.ndarray, bayer: str | None, *, sigma: float = 8.0,
+                neighbour_ratio: float = 0.25) -> np.ndarray:
+    """Single-pixel spikes (hot, and dead pixels as negative spikes) in one raw light.
+
+    A spike stands more than ``sigma`` noise sigmas out of its same-colour background while
+    its four nearest neighbours (any colour) carry less than ``neighbour_ratio`` of its
+    excess: a star, however sharp, lights its neighbours; a hot pixel does not. Counted over
+    many lights, pixels that spike in most of them are defects.
+    """
+    import cv2
+
+    img = np.ascontiguousarray(image, dtype=np.float32)
+    excess = np.empty_like(img)
+    for sl in _same_color_planes(img, bayer):
+        plane = np.ascontiguousarray(img[sl])
+        excess[sl] = plane - cv2.medianBlur(plane, 5 if plane.size > 25 else 3)
+    s = robust_sigma(excess[::4, ::4])
+    if s <= 0:
+        return np.zeros(img.shape, bool)
+    pad = np.pad(excess, 1, mode="edge")
+    nbs = np.stack([pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2], pad[1:-1, 2:]])
+    hot = (excess > sigma * s) & (nbs.max(axis=0) < neighbour_ratio * excess)
+    cold = (excess < -sigma * s) & (nbs.min(axis=0) > neighbour_ratio * excess)
+    return hot | cold
+
+
+# ----------------------------------------------------------------------------------------------
+# Replacement
+# ----------------------------------------------------------------------------------------------
+def _neighbour_offsets(bayer: str | None) -> dict[str, np.ndarray]:
+    """Offsets (dy, dx) of same-colour neighbours, for the colour at each 2x2 phase."""
+    if not bayer:
+        offs = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+        return {"*": np.array(offs)}
+    rb = [(dy, dx) for dy in (-2, 0, 2) for dx in (-2, 0, 2) if (dy, dx) != (0, 0)]
+    g = [(-1, -1), (-1, 1), (1, -1), (1, 1), (-2, 0), (2, 0), (0, -2), (0, 2)]
+    return {"R": np.array(rb), "B": np.array(rb), "G": np.array(g)}
+
+
+class DefectMap:
+    """Defective pixels with their precomputed same-colour neighbours; applies to whole frames
+    or to bands of rows (``y0`` = first row of the band in the frame)."""
+
+    def __init__(self, mask: np.ndarray, bayer: str | None) -> None:
+        if mask.ndim != 2:
+            raise ValueError("a defect map is 2-D")
+        self.mask = np.asarray(mask, bool)
+        self.bayer = bayer
+        self.height, self.width = mask.shape
+        ys, xs = np.nonzero(self.mask)
+        self.ys = ys.astype(np.int64)
+        self.xs = xs.astype(np.int64)
+        offsets = _neighbour_offsets(bayer)
+        k = max(len(v) for v in offsets.values())
+        ny = np.full((len(ys), k), -1, np.int64)
+        nx = np.full((len(ys), k), -1, np.int64)
+        if bayer:
+            phase = 2 * (ys % 2) + (xs % 2)
+            for p in range(4):
+                sel = phase == p
+                offs = offsets[bayer[p]]
+                ny[sel, :len(offs)] = ys[sel, None] + offs[None, :, 0]
+                nx[sel, :len(offs)] = xs[sel, None] + offs[None, :, 1]
+        else:
+            offs = offsets["*"]
+            ny[:] = ys[:, None] + offs[None, :, 0]
+            nx[:] = xs[:, None] + offs[None, :, 1]
+        inside = (ny >= 0) & (ny < self.height) & (nx >= 0) & (nx < self.width)
+        # A neighbour that is itself defective is no help.
+        good = inside.copy()
+        good[inside] = ~self.mask[ny[inside], nx[inside]]
+        self.ny = np.where(good, ny, -1)
+        self.nx = np.where(good, nx, -1)
+
+    @property
+    def count(self) -> int:
+        return int(self.ys.size)
+
+    def apply(self, data: np.ndarray, *, y0: int = 0) -> np.ndarray:
+        """Replace the defects inside ``data`` (rows ``y0 .. y0 + len``) in place and return it.
+
+        Neighbours outside the band are ignored, so read bands with a margin of 2 rows where
+        the exact result matters at the band edges.
+        """
+        if self.count == 0:
+            return data
+        planes = data if data.ndim == 3 else data[None]
+        h = planes.shape[1]
+        sel = (self.ys >= y0) & (self.ys < y0 + h)
+        if not sel.any():
+            return data
+        ys = self.ys[sel] - y0
+        xs = self.xs[sel]
+        ny = self.ny[sel] - y0
+        nx = self.nx[sel]
+        valid = (self.ny[sel] >= 0) & (ny >= 0) & (ny < h)
+        nyc = np.clip(ny, 0, h - 1)
+        nxc = np.clip(nx, 0, self.width - 1)
+        for plane in planes:
+            vals = plane[nyc, nxc].astype(np.float32)
+            vals[~valid] = np.nan
+            vals[~np.isfinite(vals)] = np.nan
+            ok = np.isfinite(vals).any(axis=1)
+            rep = np.full(len(ys), np.nan, np.float32)
+            if ok.any():
+                rep[ok] = np.nanmedian(vals[ok], axis=1)
+            plane[ys[ok], xs[ok]] = rep[ok]
+        return data

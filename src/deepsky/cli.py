@@ -1,0 +1,299 @@
+"""The ``deepsky`` command: parses arguments, builds the config, calls the pipeline.
+
+A :class:`~deepsky.errors.DeepskyError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from deepsky import __version__
+from deepsky.errors import DeepskyError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+# ----------------------------------------------------------------------------------------------
+# Output helpers
+# ----------------------------------------------------------------------------------------------
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output: wide enough that tables are never cut.
+    width = None if stream.isatty() else 160
+    return Console(stderr=stderr, highlight=False, width=width)
+
+
+def _fmt(v: Any, fmt: str = "{:g}") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return fmt.format(v)
+    return str(v)
+
+
+# ----------------------------------------------------------------------------------------------
+# inspect
+# ----------------------------------------------------------------------------------------------
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from deepsky.io.discover import discover
+
+    session = discover(args.path)
+    if args.json:
+        print(json.dumps(session.to_json(), indent=2, default=str))
+        return 0
+    from rich.table import Table
+
+    con = _console()
+    table = Table(title=f"Session {session.root} ({session.layout} layout)", title_justify="left")
+    for col in ("type", "filter", "count", "exposure", "gain/ISO", "temp (C)", "size", "bin",
+                "Bayer"):
+        table.add_column(col, justify="right" if col in ("count", "exposure") else "left")
+    for r in session.summary_rows():
+        t0, t1 = r["temperature_min"], r["temperature_max"]
+        temp = "-" if t0 is None else (f"{t0:g}" if t0 == t1 else f"{t0:g}..{t1:g}")
+        gain = "-" if r["gain"] is None else (
+            f"ISO {r['gain']:g}" if r["gain_kind"] == "ISO" else f"{r['gain']:g}")
+        table.add_row(
+            r["type"], r["filter"] or "-", str(r["count"]),
+            "-" if r["exposure"] is None else f"{r['exposure']:g} s", gain, temp,
+            f"{r['width']}x{r['height']}" + ("x3" if r["channels"] == 3 else ""),
+            r["binning"], r["bayer"] or "mono",
+        )
+    con.print(table)
+    groups = session.light_groups()
+    if groups:
+        con.print(f"{len(session.lights)} lights in {len(groups)} group(s): " + "; ".join(
+            f"{k[0] or 'no filter'} {k[2]}x{k[3]} {k[5] or 'mono'} ({len(v)})"
+            for k, v in groups.items()))
+    for u in session.unreadable:
+        con.print(f"[yellow]unreadable:[/] {u.path}: {u.reason}")
+    for w in session.warnings:
+        con.print(f"[yellow]warning:[/] {w}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# config
+# ----------------------------------------------------------------------------------------------
+def cmd_config(args: argparse.Namespace) -> int:
+    from deepsky.config import load_config, to_toml
+
+    cfg = load_config(None if args.defaults else args.config, args.set or ())
+    sys.stdout.write(to_toml(cfg))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# simulate and demo
+# ----------------------------------------------------------------------------------------------
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise DeepskyError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 2048x2048") from None
+    if not (16 <= w <= 20000 and 16 <= h <= 20000):
+        raise DeepskyError(f"--size {text!r}: width and height must be 16 to 20000 pixels")
+    return w, h
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from deepsky.simulate import simulate_session, spec_from_options
+
+    w, h = _parse_size(args.size) if args.size else (None, None)
+    options: dict[str, Any] = {
+        "width": w, "height": h, "n_lights": args.frames, "bayer": args.bayer, "seed": args.seed,
+        "n_darks": args.darks, "n_flats": args.flats, "n_biases": args.biases,
+        "n_darkflats": args.darkflats, "exposure": args.exposure,
+        "dark_exposure": args.dark_exposure, "satellite_frames": args.trails,
+        "cloudy_frames": args.cloudy, "trailed_frames": args.trailed,
+        "meridian_flip_frames": args.meridian_flip, "max_shift": args.shift,
+        "max_rotation": args.rotation, "filters": args.filters, "seeing": args.seeing,
+        "layout": args.layout,
+    }
+    spec = spec_from_options(**{k: v for k, v in options.items() if v is not None})
+    out = Path(args.out)
+    _refuse_nonempty(out, args.force)
+    simulate_session(spec, out, workers=_workers(args))
+    print(f"simulated session written to {out} (truth in {out / 'truth.json'})")
+    return 0
+
+
+def _refuse_nonempty(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise DeepskyError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise DeepskyError(f"{out}: folder is not empty (use --force to write into it anyway)")
+
+
+def _workers(args: argparse.Namespace) -> int:
+    n = getattr(args, "workers", 0) or 0
+    return n if n > 0 else (os.cpu_count() or 1)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from deepsky.config import load_config
+
+    cfg = load_config(getattr(args, "config", None), getattr(args, "set", None) or ())
+    if getattr(args, "workers", None):
+        from deepsky.config import config_from_dict, config_to_dict
+
+        d = config_to_dict(cfg)
+        d["run"]["workers"] = args.workers
+        cfg = config_from_dict(d)
+    return cfg
+
+
+def _reporter(args: argparse.Namespace) -> Any:
+    from deepsky.pipeline.progress import Reporter
+
+    return Reporter(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from deepsky.pipeline.calibration import calibrate_session
+
+    cfg = _config(args)
+    rep = _reporter(args)
+    res = calibrate_session(args.session, Path(args.out), cfg, reporter=rep)
+    out = Path(args.out)
+    built = sum(1 for m in res.plan.masters if not m.reused and m.kind != "defects")
+    reused = sum(1 for m in res.plan.masters if m.reused)
+    defects = [m for m in res.plan.masters if m.kind == "defects"]
+    print(f"masters: {built} built, {reused} reused, in {out / 'masters'}")
+    for d in defects:
+        print(f"defect map {d.name}: {d.n_frames} defective pixels")
+    print(f"{len(res.written)} calibrated lights in {out / 'calibrated'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from deepsky.pipeline.demo import run_demo
+
+    return run_demo(Path(args.out), workers=_workers(args), force=args.force)
+
+
+# ----------------------------------------------------------------------------------------------
+# Parser
+# ----------------------------------------------------------------------------------------------
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated frame numbers, got {text!r}")
+
+
+def _float_range(text: str) -> tuple[float, float]:
+    try:
+        parts = [float(v) for v in text.split("-" if "-" in text.strip("-") else ",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected A-B, e.g. 2.0-3.5, got {text!r}")
+    if len(parts) == 1:
+        parts = parts * 2
+    return (parts[0], parts[1])
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (see deepsky config --defaults)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set calibration.debayer=bilinear")
+    p.add_argument("--workers", type=int, default=0, help="parallel workers (0 = all cores)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and results")
+    p.add_argument("-v", "--verbose", action="store_true", help="print details of each step")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepsky",
+        description="From a night of raw deep-sky sub-exposures to a finished astrophoto.",
+    )
+    parser.add_argument("--version", action="version", version=f"deepsky {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    p = sub.add_parser("inspect", help="list the frames of a session folder and what is wrong "
+                                       "with them", description="Classify the frames of a session")
+    p.add_argument("path", help="session folder (lights/ darks/ flats/ biases/, or mixed frames)")
+    p.add_argument("--json", action="store_true", help="print the inventory as JSON")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("simulate", help="write a realistic simulated session with its ground "
+                                        "truth", description="Simulate a session with ground truth")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--frames", type=int, help="number of light frames")
+    p.add_argument("--size", help="frame size WIDTHxHEIGHT, e.g. 2048x2048")
+    p.add_argument("--bayer", type=str.upper, choices=["RGGB", "GRBG", "GBRG", "BGGR", "NONE"],
+                   help="CFA pattern of a colour sensor, or none for mono")
+    p.add_argument("--seed", type=int, help="random seed (same seed, same session)")
+    p.add_argument("--darks", type=int, help="number of darks")
+    p.add_argument("--flats", type=int, help="number of flats (per filter)")
+    p.add_argument("--biases", type=int, help="number of biases")
+    p.add_argument("--darkflats", type=int, help="number of dark-flats")
+    p.add_argument("--exposure", type=float, help="light exposure, s")
+    p.add_argument("--dark-exposure", type=float, help="dark exposure, s (default: as lights)")
+    p.add_argument("--filters", help="comma-separated filter names (several: one set of lights "
+                                     "and flats each)")
+    p.add_argument("--trails", type=_int_list, help="frames (0-based) with a satellite trail")
+    p.add_argument("--cloudy", type=_int_list, help="frames (0-based) taken through cloud")
+    p.add_argument("--trailed", type=_int_list, help="frames (0-based) with trailed stars")
+    p.add_argument("--meridian-flip", type=int, help="number of frames after a meridian flip")
+    p.add_argument("--shift", type=float, help="largest random shift between frames, px")
+    p.add_argument("--rotation", type=float, help="largest random rotation, degrees")
+    p.add_argument("--seeing", type=_float_range, help="seeing FWHM range in px, e.g. 2-3.5")
+    p.add_argument("--layout", choices=["folders", "flat"],
+                   help="folders: lights/ darks/ ...; flat: one folder with Light_ ... prefixes")
+    p.add_argument("--workers", type=int, default=0, help="parallel workers (0 = all cores)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty folder")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("calibrate", help="build master bias/dark/flat and write calibrated "
+                                         "lights", description="Calibrate the lights of a session")
+    p.add_argument("session", help="session folder")
+    p.add_argument("-o", "--out", required=True, help="output folder (masters/, calibrated/)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("config", help="print the configuration (defaults, or as a file and "
+                                      "--set would make it)")
+    p.add_argument("--defaults", action="store_true", help="print every setting with its default")
+    p.add_argument("--config", help="TOML config file to load")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set calibration.debayer=bilinear")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("demo", help="simulate a small colour session and run the pipeline on it")
+    p.add_argument("--out", default="deepsky-demo", help="folder for the session and results "
+                                                         "(default ./deepsky-demo)")
+    p.add_argument("--workers", type=int, default=0, help="parallel workers (0 = all cores)")
+    p.add_argument("--force", action="store_true", help="replace an existing demo folder")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    # A file-size limit (ulimit -f) must give a clear error, not kill the process.
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        return int(args.func(args) or 0)
+    except DeepskyError as err:
+        print(f"deepsky: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deepsky: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

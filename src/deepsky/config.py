@@ -1,0 +1,287 @@
+"""One frozen, typed configuration tree.
+
+Every setting has a type, a default and a one-line description; choices are ``Literal`` types
+and numeric ranges are declared with :func:`setting`. A TOML file (``--config``) and ``--set
+section.key=value`` overrides use the same dotted keys. Unknown keys and bad values raise a
+:class:`~deepsky.errors.ConfigError` that names the key and what is allowed.
+
+>>> cfg = load_config(overrides=["calibration.master_rejection=median"])
+>>> cfg.calibration.master_rejection
+'median'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, Mapping, get_args, get_origin
+
+from deepsky.errors import ConfigError
+
+
+def setting(default: Any, doc: str, *, min: float | None = None, max: float | None = None) -> Any:
+    """A config field with its description and optional numeric bounds (inclusive)."""
+    return field(default=default, metadata={"doc": doc, "min": min, "max": max})
+
+
+# ----------------------------------------------------------------------------------------------
+# The tree
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CalibrationConfig:
+    master_rejection: Literal["winsorized", "sigma", "median", "mean"] = setting(
+        "winsorized", "How calibration frames are combined into masters (median is used "
+        "automatically for 2-4 frames)")
+    master_sigma: float = setting(3.0, "Rejection threshold in sigma for master combination",
+                                  min=1.0, max=10.0)
+    dark_temperature_tolerance: float = setting(
+        2.0, "Largest sensor temperature difference (deg C) between a light and its dark",
+        min=0.0, max=50.0)
+    dark_scaling: Literal["auto", "off"] = setting(
+        "auto", "auto: scale a bias-subtracted dark by the exposure ratio when no dark has "
+        "the light's exposure; off: use only darks of the same exposure")
+    dark_optimize: bool = setting(
+        False, "Find the dark scale factor that minimises the noise of each calibrated light "
+        "(as Siril's -opt); needs a master bias or bias-free darks")
+    flat_floor: float = setting(
+        0.05, "Flat pixels below this fraction of the flat's level are not divided by "
+        "(they are masked as bad)", min=0.0, max=0.9)
+    cosmetic: bool = setting(True, "Correct hot and cold pixels and bad columns/rows")
+    hot_sigma: float = setting(5.0, "A master-dark pixel this many sigma above its "
+                               "neighbourhood is hot", min=2.0, max=100.0)
+    cold_sigma: float = setting(5.0, "A flat-field pixel this many sigma below its "
+                                "neighbourhood is cold", min=2.0, max=100.0)
+    debayer: Literal["rcd", "vng", "bilinear", "superpixel", "none"] = setting(
+        "rcd", "Demosaicing of one-shot-colour frames; none keeps the CFA mosaic (for Bayer "
+        "drizzle)")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    workers: int = setting(0, "Parallel workers for per-frame work (0 = number of CPU cores)",
+                           min=0, max=1024)
+    memory_mb: int = setting(1024, "Memory budget for tile-wise work, MiB", min=64,
+                             max=1_048_576)
+
+
+@dataclass(frozen=True)
+class Config:
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading and validation
+# ----------------------------------------------------------------------------------------------
+def _section_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _describe(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a text"
+    if _is_optional(tp):
+        return _describe(_inner(tp)) + " (or empty)"
+    return str(tp)
+
+
+def _is_optional(tp: Any) -> bool:
+    return get_origin(tp) in (typing.Union, types.UnionType) and type(None) in get_args(tp)
+
+
+def _inner(tp: Any) -> Any:
+    return next(a for a in get_args(tp) if a is not type(None))
+
+
+def _coerce(key: str, tp: Any, value: Any, meta: Mapping[str, Any]) -> Any:
+    """Check and convert one value; raise ConfigError naming the key and what is allowed."""
+    def bad() -> ConfigError:
+        return ConfigError(f"setting {key} = {value!r} is not allowed: expected {_describe(tp)}"
+                           + _range_text(meta))
+
+    if _is_optional(tp):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+            return None
+        return _coerce(key, _inner(tp), value, meta)
+    if get_origin(tp) is Literal:
+        allowed = get_args(tp)
+        if isinstance(value, str):
+            for a in allowed:
+                if isinstance(a, str) and a.lower() == value.strip().lower():
+                    return a
+        if value in allowed:
+            return value
+        raise bad()
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0"):
+            return False
+        raise bad()
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad()
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise bad() from None
+        if not f.is_integer():
+            raise bad()
+        out: Any = int(f)
+    elif tp is float:
+        if isinstance(value, bool):
+            raise bad()
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise bad() from None
+        if not math.isfinite(out):
+            raise bad()
+    elif tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise bad()
+        out = str(value)
+    else:  # pragma: no cover - only the types above are used
+        raise ConfigError(f"setting {key}: unsupported type {tp}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if (lo is not None and out < lo) or (hi is not None and out > hi):
+        raise ConfigError(f"setting {key} = {value!r} is out of range" + _range_text(meta))
+    return out
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def _range_text(meta: Mapping[str, Any]) -> str:
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is None and hi is None:
+        return ""
+    if hi is None:
+        return f" (minimum {_num(lo)})"
+    if lo is None:
+        return f" (maximum {_num(hi)})"
+    return f" (allowed {_num(lo)} to {_num(hi)})"
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    hints = _section_types(cls)
+    by_name = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(by_name))
+    if unknown:
+        where = f"section [{prefix}]" if prefix else "the top level"
+        raise ConfigError(f"unknown setting {_join(prefix, unknown[0])} in {where}; known: "
+                          + ", ".join(sorted(by_name)))
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        f = by_name[name]
+        tp = hints[name]
+        key = _join(prefix, name)
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"setting {key} must be a section (a table), got {value!r}")
+            kwargs[name] = _build(tp, value, key)
+        else:
+            kwargs[name] = _coerce(key, tp, value, f.metadata)
+    return cls(**kwargs)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"a.b=3"`` -> ``{"a": {"b": "3"}}`` (values are strings, converted on validation)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    key, value = text.split("=", 1)
+    parts = [p.strip() for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    out: dict[str, Any] = {parts[-1]: value.strip()}
+    for p in reversed(parts[:-1]):
+        out = {p: out}
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the TOML file at ``path`` (if any), then ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError as err:
+            raise ConfigError(f"{p}: config file not found") from err
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{p}: cannot read the config file ({err})") from err
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{p}: not valid TOML ({err})") from err
+    for ov in overrides:
+        data = _merge(data, parse_override(ov))
+    return config_from_dict(data)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    return _build(Config, data, "")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if v is None:
+        return '""'
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
+
+
+def to_toml(cfg: Any, *, comments: bool = True) -> str:
+    """The config as TOML text, each setting preceded by its description."""
+    lines: list[str] = []
+    for f in fields(cfg):
+        section = getattr(cfg, f.name)
+        if not dataclasses.is_dataclass(section):
+            continue
+        if lines:
+            lines.append("")
+        lines.append(f"[{f.name}]")
+        sec_hints = _section_types(type(section))
+        for sf in fields(section):
+            if comments:
+                lines.append(f"# {sf.metadata.get('doc', '')}")
+                lines.append(f"# {_describe(sec_hints[sf.name])}{_range_text(sf.metadata)}")
+            lines.append(f"{sf.name} = {_toml_value(getattr(section, sf.name))}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,191 @@
+"""Frames as sources of row bands, for tile-by-tile work with flat memory.
+
+``open_source(path)`` reads a file's metadata once and returns a :class:`FrameSource` whose
+``read_rows(y0, y1)`` returns only the rows asked for. Uncompressed FITS files are
+memory-mapped directly (the data offset and scaling are taken from the header once), so a
+band costs only its own bytes. Other formats (compressed FITS, RAW, TIFF, XISF) are decoded
+once into a ``.npy`` cache file when a cache folder is given, else kept in memory.
+
+No file handle stays open between calls: a session of thousands of frames never hits the
+open-file limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepsky.errors import InputError
+from deepsky.io import format_of, read, read_meta
+from deepsky.io.atomic import atomic_path
+from deepsky.types import FrameMeta
+
+_BITPIX_DTYPE = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+
+
+@dataclass
+class FrameSource:
+    """One frame that can be read band by band. Picklable (holds paths, not handles)."""
+
+    path: Path
+    meta: FrameMeta
+    # Direct memory map of an uncompressed FITS file.
+    offset: int | None = None
+    dtype: str | None = None
+    file_shape: tuple[int, ...] | None = None
+    bscale: float = 1.0
+    bzero: float = 0.0
+    blank: int | None = None
+    # Decoded copy (.npy) for every other case.
+    cache_file: Path | None = None
+    _memory: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.meta.shape
+
+    @property
+    def height(self) -> int:
+        return self.meta.height
+
+    @property
+    def width(self) -> int:
+        return self.meta.width
+
+    def read_rows(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``y0:y1`` (clipped to the frame) as a new float32 array: ``(rows, W)`` or
+        ``(3, rows, W)``."""
+        y0 = max(0, int(y0))
+        y1 = min(self.meta.height, int(y1))
+        if y1 <= y0:
+            return np.zeros(self.meta.shape[:-2] + (0, self.meta.width), np.float32)
+        if self.offset is not None:
+            return self._read_mapped(y0, y1)
+        arr = self._decoded()
+        return np.array(arr[..., y0:y1, :], dtype=np.float32, copy=True)
+
+    def read(self) -> np.ndarray:
+        """The whole frame as float32."""
+        return self.read_rows(0, self.meta.height)
+
+    def _read_mapped(self, y0: int, y1: int) -> np.ndarray:
+        try:
+            mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset,
+                           shape=self.file_shape)
+        except (OSError, ValueError) as err:
+            raise InputError(self.path, f"cannot read the pixel data ({err})") from err
+        try:
+            band = mm[..., y0:y1, :]
+            out = band.astype(np.float32)
+            if self.blank is not None:
+                bad = band == self.blank
+            else:
+                bad = None
+        finally:
+            del mm
+        if self.bscale != 1.0:
+            out *= np.float32(self.bscale)
+        if self.bzero != 0.0:
+            out += np.float32(self.bzero)
+        if bad is not None and bad.any():
+            out[bad] = np.nan
+        while out.ndim > 3:
+            out = out[0]
+        if out.ndim == 3 and self.meta.channels == 1:
+            out = out[0]
+        elif out.ndim == 3 and out.shape[0] > 3:
+            out = np.ascontiguousarray(out[:3])
+        return out
+
+    def _decoded(self) -> np.ndarray:
+        if self._memory is not None:
+            return self._memory
+        if self.cache_file is not None:
+            if not self.cache_file.exists():
+                _decode_to(self.path, self.cache_file)
+            return np.load(self.cache_file, mmap_mode="r")
+        self._memory = read(self.path).data
+        return self._memory
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_memory"] = None  # never ship pixel data between processes
+        return state
+
+
+def _decode_to(path: Path, cache_file: Path) -> None:
+    data = read(path).data
+    with atomic_path(cache_file, suffix=".npy") as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, data)
+
+
+def _cache_name(path: Path) -> str:
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return hashlib.sha1(key.encode()).hexdigest()[:16] + ".npy"
+
+
+def open_source(path: str | os.PathLike, *, meta: FrameMeta | None = None,
+                cache_dir: str | os.PathLike | None = None) -> FrameSource:
+    """A :class:`FrameSource` for ``path`` (metadata read now, pixels on demand)."""
+    p = Path(path)
+    m = meta if meta is not None else read_meta(p)
+    if format_of(p) == "fits" and not p.name.lower().endswith((".gz", ".fz")):
+        mapped = _fits_layout(p)
+        if mapped is not None:
+            offset, dtype, shape, bscale, bzero, blank = mapped
+            return FrameSource(p, m, offset=offset, dtype=dtype, file_shape=shape,
+                               bscale=bscale, bzero=bzero, blank=blank)
+    cache_file = None if cache_dir is None else Path(cache_dir) / _cache_name(p)
+    return FrameSource(p, m, cache_file=cache_file)
+
+
+def _fits_layout(p: Path) -> tuple[int, str, tuple[int, ...], float, float, int | None] | None:
+    """Data offset, dtype, shape and scaling of the first image HDU, if it is uncompressed."""
+    from astropy.io import fits
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(p, mode="readonly", memmap=True, lazy_load_hdus=False) as hdul:
+                for i, hdu in enumerate(hdul):
+                    if isinstance(hdu, fits.CompImageHDU):
+                        return None
+                    if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)):
+                        continue
+                    h = hdu.header
+                    naxis = h.get("NAXIS", 0)
+                    if not naxis:
+                        continue
+                    bitpix = int(h["BITPIX"])
+                    dims = tuple(int(h[f"NAXIS{k}"]) for k in range(naxis, 0, -1))
+                    info = hdul.fileinfo(i)
+                    offset = int(info["datLoc"])
+                    nbytes = abs(bitpix) // 8 * int(np.prod(dims))
+                    if p.stat().st_size < offset + nbytes:
+                        raise InputError(p, f"truncated: the data needs {offset + nbytes} bytes, "
+                                            f"the file has {p.stat().st_size}")
+                    blank = h.get("BLANK") if bitpix > 0 else None
+                    return (offset, _BITPIX_DTYPE[bitpix], dims, float(h.get("BSCALE", 1.0)),
+                            float(h.get("BZERO", 0.0)),
+                            int(blank) if isinstance(blank, int) and _blank_fits(blank, bitpix)
+                            else None)
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(p, f"not a readable FITS file ({err})") from err
+    return None
+
+
+def _blank_fits(blank: int, bitpix: int) -> bool:
+    """A BLANK value outside the stored integer range can never match (CAFOS writes 32768)."""
+    lim = {8: (0, 255), 16: (-32768, 32767), 32: (-2**31, 2**31 - 1), 64: (-2**63, 2**63 - 1)}
+    lo, hi = lim[bitpix]
+    return lo <= blank <= hi

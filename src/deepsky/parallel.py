@@ -1,0 +1,45 @@
+"""Thread-level parallelism for deepsky's kernels.
+
+numba kernels in deepsky are compiled serial and ``nogil``: the parallelism comes from Python
+threads running them on separate row bands (or separate frames). This works with every numba
+threading layer (numba's own parallel layer can abort when parallel kernels are launched from
+several threads at once without OpenMP or TBB) and lets the per-frame pool and the band
+split share the same cores without oversubscription.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+def cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(workers: int | None) -> int:
+    """0 or None means one worker per available CPU core."""
+    return cpu_count() if not workers else max(1, int(workers))
+
+
+def bands(height: int, parts: int, *, min_rows: int = 32) -> list[tuple[int, int]]:
+    """Split ``range(height)`` into up to ``parts`` contiguous row ranges."""
+    parts = max(1, min(parts, height // max(1, min_rows) or 1))
+    edges = [round(i * height / parts) for i in range(parts + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(parts) if edges[i + 1] > edges[i]]
+
+
+def for_bands(fn: Callable[[int, int], None], height: int, *, workers: int | None = None,
+              min_rows: int = 32) -> None:
+    """Call ``fn(y0, y1)`` on row bands covering ``height`` rows, on up to ``workers`` threads."""
+    n = resolve_workers(workers)
+    parts = bands(height, n, min_rows=min_rows)
+    if len(parts) == 1:
+        fn(*parts[0])
+        return
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        for f in [pool.submit(fn, y0, y1) for y0, y1 in parts]:
+            f.result()

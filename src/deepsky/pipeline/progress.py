@@ -1,0 +1,102 @@
+"""Progress and messages: a bar per stage on a terminal, plain lines otherwise.
+
+``Reporter(quiet=..., verbose=...)`` is passed down the pipeline; stages call
+``with reporter.stage("calibrate", total=n) as step: ... step.advance()``. Warnings are kept
+so that the run's records can list them.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, TextIO
+
+
+@dataclass
+class Step:
+    name: str
+    total: int
+    _advance: "object" = None
+    done: int = 0
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self._advance is not None:
+            self._advance(n)  # type: ignore[operator]
+
+
+@dataclass
+class Reporter:
+    """Where the pipeline says what it is doing."""
+
+    quiet: bool = False
+    verbose: bool = False
+    stream: TextIO = field(default_factory=lambda: sys.stderr)
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def interactive(self) -> bool:
+        return not self.quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            with self._lock:
+                print(msg, file=self.stream, flush=True)
+
+    def detail(self, msg: str) -> None:
+        if self.verbose and not self.quiet:
+            with self._lock:
+                print(f"  {msg}", file=self.stream, flush=True)
+
+    def warn(self, msg: str) -> None:
+        with self._lock:
+            self.warnings.append(msg)
+            if not self.quiet:
+                print(f"warning: {msg}", file=self.stream, flush=True)
+
+    @contextmanager
+    def stage(self, name: str, total: int = 0) -> Iterator[Step]:
+        """Time a stage and show its progress."""
+        t0 = time.perf_counter()
+        if self.interactive and total > 1:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            progress = Progress(TextColumn("{task.description:<12}"), BarColumn(),
+                                MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                                TimeRemainingColumn(), console=Console(file=self.stream),
+                                transient=False)
+            task = progress.add_task(name, total=total)
+            lock = threading.Lock()
+
+            def adv(n: int) -> None:
+                with lock:
+                    progress.advance(task, n)
+
+            with progress:
+                step = Step(name, total, adv)
+                yield step
+        else:
+            if not self.quiet:
+                self.info(f"{name}..." + (f" ({total} items)" if total else ""))
+            step = Step(name, total)
+            last = [time.perf_counter()]
+
+            def adv_plain(n: int) -> None:
+                now = time.perf_counter()
+                if self.verbose or now - last[0] > 10:
+                    last[0] = now
+                    self.detail(f"{name}: {step.done}/{total}")
+
+            step._advance = adv_plain
+            yield step
+        dt = time.perf_counter() - t0
+        self.timings[name] = self.timings.get(name, 0.0) + dt
+        if not self.quiet:
+            self.info(f"{name} done in {dt:.1f} s")

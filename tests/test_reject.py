@@ -1,0 +1,95 @@
+"""Rejection kernels against known truth: injected outliers, Gaussian noise statistics."""
+
+import numpy as np
+import pytest
+
+from deepsky.integrate.reject import METHODS, combine
+
+
+def _noise(n, shape=(40, 40), seed=0, sigma=10.0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(100.0, sigma, (n,) + shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_constant_block_gives_the_constant(method):
+    b = np.full((6, 4, 5), 7.5, np.float32)
+    low, high = (1, 1) if method == "minmax" else ((0.1, 0.1) if method == "percentile" else (3, 3))
+    out, lo, hi, used = combine(b, method=method, low=low, high=high)
+    np.testing.assert_allclose(out, 7.5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("method", "n"), [("mad", 3), ("mad", 5), ("mad", 9),
+                                           ("winsorized", 5), ("winsorized", 9),
+                                           ("gesd", 5), ("gesd", 9)])
+def test_robust_methods_reject_a_trail_in_few_frames(method, n):
+    b = _noise(n, seed=n)
+    b[1, 10:14, :] += 400.0  # a bright trail across frame 1
+    out, lo, hi, used = combine(b, method=method, low=3.0, high=3.0)
+    clean = np.delete(b, 1, axis=0)[:, 10:14, :].mean(axis=0)
+    # Inside the trail the result is (close to) the mean of the other frames.
+    assert np.all(hi[10:14] >= 1)
+    assert np.max(np.abs(out[10:14] - clean)) < 15.0
+
+
+def test_plain_sigma_clip_cannot_reject_with_few_frames():
+    # The documented weakness that motivates the robust methods.
+    b = _noise(5, seed=3)
+    b[2, 5, 5] += 400.0
+    out, lo, hi, used = combine(b, method="sigma", low=3.0, high=3.0)
+    assert hi[5, 5] == 0
+
+
+@pytest.mark.parametrize("method", ["winsorized", "sigma", "mad", "linear", "gesd"])
+def test_noise_of_clean_stack_close_to_sqrt_n(method):
+    n, sigma = 30, 10.0
+    b = _noise(n, shape=(80, 80), seed=11, sigma=sigma)
+    k = 5.0 if method == "linear" else 3.0  # Siril's defaults: 5 for linear fit, 3 otherwise
+    out, lo, hi, used = combine(b, method=method, low=k, high=k)
+    ratio = out.std() / (sigma / np.sqrt(n))
+    assert 0.9 < ratio < 1.12, ratio
+    assert (lo.astype(int) + hi).mean() / n < 0.03
+
+
+def test_weights_and_missing_samples():
+    b = np.stack([np.full((2, 2), v, np.float32) for v in (1.0, 2.0, 4.0)])
+    b[2, 0, 0] = np.nan
+    out, lo, hi, used = combine(b, method="mean", weights=np.array([1.0, 1.0, 2.0]))
+    assert out[1, 1] == pytest.approx((1 + 2 + 8) / 4)
+    assert out[0, 0] == pytest.approx(1.5)
+    assert used[0, 0] == 2 and used[1, 1] == 3
+
+
+def test_mask_excludes_samples_and_all_missing_is_nan():
+    b = np.ones((3, 2, 2), np.float32)
+    b[0] = 100
+    mask = np.zeros_like(b, bool)
+    mask[0] = True
+    out, *_ = combine(b, method="mean", mask=mask)
+    np.testing.assert_allclose(out, 1.0)
+    out, *_ = combine(np.full((3, 1, 1), np.nan, np.float32), method="winsorized")
+    assert np.isnan(out[0, 0])
+
+
+def test_minmax_and_percentile():
+    b = np.array([1, 2, 3, 4, 100], np.float32).reshape(5, 1, 1)
+    out, lo, hi, _ = combine(b, method="minmax", low=1, high=1)
+    assert out[0, 0] == pytest.approx(3.0) and lo[0, 0] == 1 and hi[0, 0] == 1
+    out, lo, hi, _ = combine(b, method="percentile", low=0.8, high=0.5)
+    assert hi[0, 0] == 1 and out[0, 0] == pytest.approx(2.5)
+
+
+def test_median_and_large_n():
+    b = _noise(120, shape=(10, 10), seed=5)
+    out, *_ = combine(b, method="median")
+    np.testing.assert_allclose(out, np.median(b, axis=0), rtol=1e-6)
+    b[7] += 1000
+    out, lo, hi, _ = combine(b, method="winsorized")
+    assert np.all(hi >= 1)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown rejection method"):
+        combine(np.ones((3, 2, 2)), method="nope")
+    with pytest.raises(ValueError, match="weights"):
+        combine(np.ones((3, 2, 2)), weights=np.ones(2))
