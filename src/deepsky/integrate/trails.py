@@ -1,0 +1,341 @@
+"""Satellite and airplane trails: found as straight lines in a frame's residual, then masked.
+
+A trail is a line in ``residual = frame - provisional robust stack`` (both registered to the
+reference, on a coarse binned grid where a 2-4 px wide trail gains signal-to-noise). The
+search is a Radon transform of the residual's significance: for every direction and offset,
+the sum of the (clipped) significance along the line divided by the square root of its length.
+A trail of modest signal per pixel adds up over hundreds of pixels, while star residuals,
+being compact and clipped, cannot. Each found line is refined by a least-squares fit of its
+pixels, its width measured from the cross profile and its extent from the along-line profile;
+it is then blanked and the search repeats (several trails per frame).
+
+This works with as few as 3 frames: the provisional stack is a median, which a trail in one
+frame of three does not survive, and the mask removes the trail's pixels before the rejection
+has to find them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from deepsky.types import Transform
+
+
+@dataclass(frozen=True)
+class Trail:
+    """A straight trail segment in reference pixel coordinates (full resolution)."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    width: float  # full width of the trail, px
+    significance: float
+
+    def to_json(self) -> dict[str, float]:
+        return {"x0": round(self.x0, 2), "y0": round(self.y0, 2), "x1": round(self.x1, 2),
+                "y1": round(self.y1, 2), "width": round(self.width, 2),
+                "significance": round(self.significance, 1)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, float]) -> "Trail":
+        return cls(d["x0"], d["y0"], d["x1"], d["y1"], d["width"], d["significance"])
+
+    def transformed(self, t: Transform) -> "Trail":
+        (a, b), (c, d) = t.apply([[self.x0, self.y0], [self.x1, self.y1]])
+        return Trail(float(a), float(b), float(c), float(d), self.width * t.scale,
+                     self.significance)
+
+    def distance(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Distance of points from the segment."""
+        dx, dy = self.x1 - self.x0, self.y1 - self.y0
+        L2 = dx * dx + dy * dy
+        if L2 == 0:
+            return np.hypot(x - self.x0, y - self.y0)
+        t = np.clip(((x - self.x0) * dx + (y - self.y0) * dy) / L2, 0.0, 1.0)
+        return np.hypot(x - (self.x0 + t * dx), y - (self.y0 + t * dy))
+
+
+def trail_mask(trails: list[Trail], origin: tuple[int, int], shape: tuple[int, int], *,
+               margin: float) -> np.ndarray:
+    """Boolean mask (True = excluded) of a window of the reference grid: the pixels within
+    half the trail width plus ``margin`` of any trail. ``origin`` is (x0, y0) of the window."""
+    h, w = shape
+    mask = np.zeros((h, w), bool)
+    if not trails:
+        return mask
+    x0, y0 = origin
+    yy, xx = np.mgrid[y0:y0 + h, x0:x0 + w]
+    for t in trails:
+        r = t.width / 2 + margin
+        # Quick reject: the window's distance to the segment's bounding box.
+        if (max(t.x0, t.x1) + r < x0 or min(t.x0, t.x1) - r > x0 + w
+                or max(t.y0, t.y1) + r < y0 or min(t.y0, t.y1) - r > y0 + h):
+            continue
+        mask |= t.distance(xx.astype(np.float64), yy.astype(np.float64)) <= r
+    return mask
+
+
+# ----------------------------------------------------------------------------------------------
+# Line search
+# ----------------------------------------------------------------------------------------------
+def find_trails(
+    z: np.ndarray,
+    *,
+    min_length: float,
+    threshold: float = 8.0,
+    max_trails: int = 4,
+    angle_step_deg: float = 0.25,
+    cut: float = 1.5,
+) -> list[tuple[float, float, float, float, float, float]]:
+    """Lines in a significance map ``z`` (residual / noise; NaN = no data).
+
+    Pixels above ``cut`` vote in a Hough transform (a Radon transform of the thresholded
+    map); a noise pixel passes with a few percent probability, a trail pixel of modest signal
+    with a good fraction, so a trail collects far more votes along its line than chance
+    allows. Each candidate is refined (least-squares line, width, extent) and kept when its
+    extent is at least ``min_length`` and the summed significance along it, divided by the
+    square root of its pixel count, reaches ``threshold`` sigmas.
+
+    Returns ``(x0, y0, x1, y1, width, significance)`` in ``z``'s pixel coordinates.
+    """
+    import cv2
+
+    work = np.array(z, dtype=np.float32, copy=True)
+    h, w = work.shape
+    found: list[tuple[float, float, float, float, float, float]] = []
+    p_noise = 0.5 * math.erfc(cut / math.sqrt(2))
+    for _ in range(max_trails):
+        binary = (np.nan_to_num(work, nan=0.0) > cut).astype(np.uint8)
+        if binary.sum() < min_length * 0.2:
+            break
+        # Votes a trail of the minimum length must beat: chance plus 6 sigma.
+        n_min = min_length
+        votes = int(p_noise * n_min + 6 * math.sqrt(p_noise * n_min) + 0.15 * n_min)
+        lines = cv2.HoughLines(binary, 1, math.radians(angle_step_deg), max(votes, 10))
+        if lines is None:
+            break
+        accepted = None
+        for rho, theta in lines[:20, 0, :]:
+            line = _refine(work, float(theta), float(rho), min_length=min_length)
+            if line is None:
+                continue
+            sig = _line_significance(work, line)
+            if sig >= threshold:
+                accepted = (*line, sig)
+                break
+        if accepted is None:
+            break
+        found.append(accepted)
+        _blank_segment(work, accepted[:4], accepted[4] / 2 + 2.0)
+    return found
+
+
+def _line_significance(z: np.ndarray, line: tuple[float, float, float, float, float],
+                       pieces: int = 8) -> float:
+    """Significance of a trail: the sum of its core pixels' (clipped) significance divided
+    by the square root of their number -- counted only if it is spread along the line.
+
+    The line is cut into ``pieces``; a trail lights most of them, a blob (a galaxy core's
+    residual) only one or two. The result is 0 unless three quarters of the pieces are
+    positive and the median piece carries at least a third of its fair share.
+    """
+    x0, y0, x1, y1, width = line
+    h, w = z.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    seg = Trail(x0, y0, x1, y1, width, 0.0)
+    core = (seg.distance(xx.astype(float), yy.astype(float)) <= max(0.75, width / 2)) \
+        & np.isfinite(z)
+    n = int(core.sum())
+    if n < pieces:
+        return 0.0
+    vals = np.clip(z[core], -5, 5)
+    total = float(vals.sum() / math.sqrt(n))
+    dx, dy = x1 - x0, y1 - y0
+    L2 = dx * dx + dy * dy
+    t = ((xx[core] - x0) * dx + (yy[core] - y0) * dy) / L2 if L2 > 0 else np.zeros(n)
+    k = np.clip((t * pieces).astype(int), 0, pieces - 1)
+    sums = np.bincount(k, weights=vals, minlength=pieces)
+    cnts = np.bincount(k, minlength=pieces)
+    s_k = np.where(cnts > 0, sums / np.sqrt(np.maximum(cnts, 1)), 0.0)
+    fair = total / math.sqrt(pieces)
+    if (s_k > 0).mean() < 0.75 or np.median(s_k) < max(fair / 3, 2.0):
+        return 0.0
+    return total
+
+
+def _line_coords(theta: float, rho: float, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points along the line x cos + y sin = rho, one per unit step, inside the image."""
+    c, s = math.cos(theta), math.sin(theta)
+    x0, y0 = rho * c, rho * s  # foot of the normal
+    dx, dy = -s, c
+    L = math.hypot(h, w)
+    t = np.arange(-L, L, 1.0)
+    x = x0 + t * dx
+    y = y0 + t * dy
+    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    return x[inside], y[inside]
+
+
+def _refine(z: np.ndarray, theta: float, rho: float, *, min_length: float
+            ) -> tuple[float, float, float, float, float] | None:
+    """Least-squares line through the significant pixels near (theta, rho), its width and
+    its extent."""
+    h, w = z.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    c, s = math.cos(theta), math.sin(theta)
+    d = xx * c + yy * s - rho
+    near = (np.abs(d) <= 4.0) & np.isfinite(z)
+    sel = near & (z > 1.5)
+    if sel.sum() < max(5, 0.25 * min_length):
+        return None
+    px = xx[sel].astype(float)
+    py = yy[sel].astype(float)
+    wt = np.clip(z[sel].astype(float), 0, 10)
+    mx, my = np.average(px, weights=wt), np.average(py, weights=wt)
+    cov = np.cov(np.stack([px - mx, py - my]), aweights=wt)
+    evals, evecs = np.linalg.eigh(cov)
+    ux, uy = evecs[:, 1]  # direction of the line
+    nx, ny = -uy, ux
+    dist = (xx - mx) * nx + (yy - my) * ny
+    along = (xx - mx) * ux + (yy - my) * uy
+    finite = np.isfinite(z)
+    extent = _extent(z, along, (np.abs(dist) <= 1.0) & finite, min_length)
+    if extent is None:
+        return None
+    ta, tb = extent
+    # Cross profile over the extent: mean significance in 0.5 px bins of distance.
+    band = (np.abs(dist) <= 12.0) & finite & (along >= ta) & (along <= tb)
+    bins = np.arange(-12.0, 12.01, 0.5)
+    idx = np.digitize(dist[band], bins) - 1
+    prof = np.bincount(idx, weights=np.clip(z[band], -5, 20), minlength=len(bins))[:len(bins) - 1]
+    cntp = np.bincount(idx, minlength=len(bins))[:len(bins) - 1]
+    prof = np.where(cntp > 0, prof / np.maximum(cntp, 1), 0.0)
+    peak = prof.max()
+    if peak <= 0:
+        return None
+    width = max(1.0, 0.5 * float((prof >= 0.5 * peak).sum()))
+    # A trail is narrow: its cross profile falls back to the noise a few pixels out. A line
+    # through a blob (a galaxy core's residual) does not.
+    centres = bins[:-1] + 0.25
+    outer = (np.abs(centres) >= max(3.0, 1.5 * width)) & (cntp > 0)
+    if width > 4.0 or (outer.any() and prof[outer].mean() > 0.25 * peak):
+        return None
+    return (mx + ta * ux, my + ta * uy, mx + tb * ux, my + tb * uy, width)
+
+
+def _extent(z: np.ndarray, along: np.ndarray, core: np.ndarray,
+            min_length: float) -> tuple[float, float] | None:
+    """Where along the line the trail is: the stretch that maximises the summed excess of
+    the along-line mean significance over half the trail's typical level (Kadane's maximum
+    subarray), which bridges short dips (dashed airplane lights, noise) and stops where the
+    trail really ends."""
+    t = along[core]
+    if t.size < 3:
+        return None
+    v = np.clip(z[core], -5, 20)
+    t0, t1 = float(t.min()), float(t.max())
+    nb_ = int(t1 - t0) + 1
+    if nb_ < 3:
+        return None
+    k = np.clip((t - t0).astype(int), 0, nb_ - 1)
+    sums = np.bincount(k, weights=v, minlength=nb_)
+    cnts = np.bincount(k, minlength=nb_)
+    mean = np.where(cnts > 0, sums / np.maximum(cnts, 1), 0.0)
+    win = max(5, int(min_length / 10))
+    sm = np.convolve(mean, np.ones(win) / win, mode="same")
+    per_px = max(1.0, float(np.median(cnts[cnts > 0])))
+    noise = 1.0 / math.sqrt(per_px * win)
+    on = sm > 3.0 * noise
+    if not on.any():
+        return None
+    tau = 0.5 * float(np.median(sm[on]))
+    best, a, b = -np.inf, 0, -1
+    run, start = 0.0, 0
+    for i, m in enumerate(mean - tau):
+        if run <= 0:
+            run, start = m, i
+        else:
+            run += m
+        if run > best:
+            best, a, b = run, start, i
+    if b - a < min_length:
+        return None
+    # The ends of a faint trail fade into the noise: extend 5 % on each side, the cheaper
+    # error (a few more masked pixels in one frame) than leaving a trail's end in the stack.
+    ext = 0.05 * (b - a)
+    return t0 + a - ext, t0 + b + 1 + ext
+
+
+def _blank_segment(z: np.ndarray, seg: tuple[float, float, float, float], half: float) -> None:
+    h, w = z.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    t = Trail(*seg, width=0.0, significance=0.0)
+    z[t.distance(xx.astype(float), yy.astype(float)) <= half] = np.nan
+
+
+def object_mask(stack: np.ndarray, *, sigma: float = 5.0, grow: int = 2) -> np.ndarray:
+    """Pixels of a (binned) provisional stack standing ``sigma`` above its background, grown
+    by ``grow`` pixels: the stars and bright objects whose residuals are not trustworthy."""
+    from scipy import ndimage
+
+    v = stack[np.isfinite(stack)]
+    if v.size == 0:
+        return np.zeros(stack.shape, bool)
+    med = float(np.median(v))
+    sig = 1.4826 * float(np.median(np.abs(v - med)))
+    hot = np.nan_to_num(stack, nan=med) > med + sigma * max(sig, 1e-12)
+    if grow > 0 and hot.any():
+        hot = ndimage.binary_dilation(hot, iterations=grow)
+    return hot
+
+
+def bin_image(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of ``factor`` x ``factor`` blocks (NaN-aware; a partial last block is dropped)."""
+    if factor == 1:
+        return image.astype(np.float32, copy=True)
+    h, w = image.shape[0] // factor * factor, image.shape[1] // factor * factor
+    v = image[:h, :w].reshape(h // factor, factor, w // factor, factor)
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(v, axis=(1, 3)).astype(np.float32)
+
+
+def binned_transform(t: Transform, factor: int) -> Transform:
+    """The transform between binned grids: binned pixel p covers full pixels
+    ``factor * p + (factor - 1) / 2`` at its centre."""
+    s = Transform(np.array([[factor, 0, (factor - 1) / 2], [0, factor, (factor - 1) / 2],
+                            [0, 0, 1.0]]))
+    return s.inverse() @ t @ s
+
+
+def trails_from_residual(residual: np.ndarray, *, factor: int, mask: np.ndarray | None = None,
+                         min_length_frac: float = 0.1, threshold: float = 8.0,
+                         max_trails: int = 4) -> list[Trail]:
+    """Trails (full-resolution reference coordinates) in a binned residual image.
+
+    ``mask`` (True = excluded) hides pixels whose residual cannot be trusted: the cores of
+    stars and bright objects in the provisional stack, where small differences of seeing
+    leave strong compact residuals.
+    """
+    if mask is not None:
+        residual = np.where(mask, np.float32(np.nan), residual)
+    v = residual[np.isfinite(residual)]
+    if v.size < 100:
+        return []
+    med = float(np.median(v))
+    sigma = 1.4826 * float(np.median(np.abs(v - med)))
+    if sigma <= 0:
+        return []
+    z = (residual - med) / sigma
+    h, w = z.shape
+    min_len = min_length_frac * math.hypot(h, w)
+    out = []
+    for x0, y0, x1, y1, width, sig in find_trails(z, min_length=min_len, threshold=threshold,
+                                                  max_trails=max_trails):
+        f = factor
+        c = (f - 1) / 2
+        out.append(Trail(f * x0 + c, f * y0 + c, f * x1 + c, f * y1 + c, width * f, sig))
+    return out

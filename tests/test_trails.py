@@ -1,0 +1,74 @@
+"""Trail search on synthetic residuals with known lines, blobs and noise."""
+
+import numpy as np
+import pytest
+
+from deepsky.integrate.trails import Trail, object_mask, trail_mask, trails_from_residual
+from deepsky.types import Transform
+
+
+def _residual(seed=1, n=384, blobs=True, galaxy=3.0):
+    rng = np.random.default_rng(seed)
+    res = rng.normal(0, 1, (n, n)).astype(np.float32)
+    yy, xx = np.mgrid[0:n, 0:n]
+    stars = np.zeros((n, n), np.float32)  # the provisional stack's stars
+    if blobs:  # star residuals, positive and negative, as seeing differences leave them
+        for _ in range(150):
+            x, y = rng.uniform(0, n, 2)
+            g = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.2 ** 2))
+            res += rng.uniform(-30, 60) * g
+            stars += rng.uniform(50, 500) * g
+    res += galaxy * np.exp(-np.hypot((xx - 190) / 30, (yy - 220) / 15))
+    mask = object_mask(stars + rng.normal(0, 1, (n, n)))
+    return res, yy, xx, mask
+
+
+def _add_segment(res, yy, xx, seg, amp, sigma=0.7):
+    t = Trail(*seg, width=0, significance=0)
+    d = t.distance(xx.astype(float), yy.astype(float))
+    res += amp * np.exp(-d ** 2 / (2 * sigma ** 2))
+
+
+def test_noise_stars_and_galaxy_give_no_trail():
+    for seed in range(3):
+        res, _, _, mask = _residual(seed=seed, galaxy=8.0)
+        assert trails_from_residual(res, factor=4, mask=mask) == []
+
+
+@pytest.mark.parametrize("amp", [1.0, 3.0, 30.0])
+def test_faint_to_bright_segment_found_with_its_extent(amp):
+    res, yy, xx, mask = _residual(seed=5)
+    seg = (30.0, 40.0, 300.0, 350.0)  # ends inside the frame
+    _add_segment(res, yy, xx, seg, amp)
+    found = trails_from_residual(res, factor=4, mask=mask)
+    assert len(found) == 1
+    t = found[0]
+    # Back on the binned grid (factor 4, centre offset 1.5).
+    ends = np.array([[t.x0, t.y0], [t.x1, t.y1]])
+    ends = (ends - 1.5) / 4
+    truth = np.array([[30, 40], [300, 350]], float)
+    if np.linalg.norm(ends[0] - truth[0]) > np.linalg.norm(ends[0] - truth[1]):
+        ends = ends[::-1]
+    length = np.linalg.norm(truth[1] - truth[0])
+    assert np.max(np.linalg.norm(ends - truth, axis=1)) < 0.1 * length
+    assert 4 <= t.width <= 16  # full-res px (the injected FWHM is 1.65 binned px = 6.6)
+
+
+def test_two_trails_and_mask():
+    res, yy, xx, mask = _residual(seed=7)
+    _add_segment(res, yy, xx, (0.0, 100.0, 383.0, 140.0), 2.0)
+    _add_segment(res, yy, xx, (200.0, 0.0, 120.0, 383.0), 2.0)
+    found = trails_from_residual(res, factor=4, mask=mask)
+    assert len(found) == 2
+    m = trail_mask(found, (0, 0), (1536, 1536), margin=3)
+    # The mask covers the trails (checked at a point on each) and little else.
+    assert m[int(4 * 120 + 1.5), int(4 * 191.5 + 1.5)]
+    assert m.mean() < 0.03
+
+
+def test_transform_and_mask_window():
+    t = Trail(10, 10, 110, 10, 4.0, 9.0)
+    moved = t.transformed(Transform.translation(5, 7))
+    assert (moved.x0, moved.y0, moved.x1, moved.y1) == (15, 17, 115, 17)
+    win = trail_mask([t], (50, 0), (20, 20), margin=1)
+    assert win[10, 5] and win[13, 5] and not win[14, 5]
