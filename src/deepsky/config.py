@@ -269,19 +269,28 @@ def _toml_value(v: Any) -> str:
 
 
 def to_toml(cfg: Any, *, comments: bool = True) -> str:
-    """The config as TOML text, each setting preceded by its description."""
+    """The config as TOML text, each setting preceded by its description and allowed values.
+    Sections may nest (``[postprocess.stretch]``)."""
     lines: list[str] = []
+
+    def section(obj: Any, name: str) -> None:
+        hints = _section_types(type(obj))
+        scalars = [f for f in fields(obj) if not dataclasses.is_dataclass(getattr(obj, f.name))]
+        subs = [f for f in fields(obj) if dataclasses.is_dataclass(getattr(obj, f.name))]
+        if scalars:
+            if lines:
+                lines.append("")
+            lines.append(f"[{name}]")
+            for sf in scalars:
+                if comments:
+                    lines.append(f"# {sf.metadata.get('doc', '')}")
+                    lines.append(f"# {_describe(hints[sf.name])}{_range_text(sf.metadata)}")
+                lines.append(f"{sf.name} = {_toml_value(getattr(obj, sf.name))}")
+        for sf in subs:
+            section(getattr(obj, sf.name), f"{name}.{sf.name}")
+
     for f in fields(cfg):
-        section = getattr(cfg, f.name)
-        if not dataclasses.is_dataclass(section):
-            continue
-        if lines:
-            lines.append("")
-        lines.append(f"[{f.name}]")
-        sec_hints = _section_types(type(section))
-        for sf in fields(section):
-            if comments:
-                lines.append(f"# {sf.metadata.get('doc', '')}")
-                lines.append(f"# {_describe(sec_hints[sf.name])}{_range_text(sf.metadata)}")
-            lines.append(f"{sf.name} = {_toml_value(getattr(section, sf.name))}")
+        sec = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(sec):
+            section(sec, f.name)
     return "\n".join(lines) + "\n"
