@@ -1,20 +1,29 @@
-"""FITS reading and writing (plain, tile-compressed ``.fz`` and gzipped ``.gz``)."""
+"""FITS reading and writing (plain, tile-compressed ``.fz`` and gzipped ``.gz``).
+
+The first HDU with image data is read (a ``.fz`` file keeps it in extension 1). The file is
+opened read-only; a file cut short inside its pixel data, a damaged header or a non-FITS
+file raises :class:`~deepsky.errors.InputError` naming the file.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 from astropy.utils.exceptions import AstropyUserWarning
 
-from deepsky.errors import InputError
+from deepsky.errors import InputError, OutputError
+from deepsky.io._common import check_image_array, check_input_file, owned_float32, read_head
+from deepsky.io._common import to_integer
+from deepsky.io._common import short as _short
 from deepsky.io.atomic import atomic_path
-from deepsky.io.headers import header_cards_from_meta, meta_from_header
+from deepsky.io.headers import as_float, first, header_cards_from_meta, meta_from_header
 from deepsky.types import Frame, FrameMeta
 
 FITS_EXTENSIONS = (".fit", ".fits", ".fts", ".fz", ".fit.gz", ".fits.gz", ".fts.gz", ".fit.fz",
@@ -35,47 +44,52 @@ def is_fits_name(path: str | os.PathLike) -> bool:
     return name.endswith(FITS_EXTENSIONS)
 
 
-def _open(path: Path, *, memmap: bool) -> fits.HDUList:
+@contextlib.contextmanager
+def _open(path: Path, *, memmap: bool) -> Iterator[fits.HDUList]:
+    """The file's HDUs, read-only. The file is opened here (not by astropy) so that it is
+    closed on every path: astropy leaves its own handle open when a header fails to parse."""
+    check_input_file(path, "FITS")
     try:
-        size = path.stat().st_size
-    except FileNotFoundError as err:
-        raise InputError(path, "file not found") from err
-    except PermissionError as err:
-        raise InputError(path, "permission denied") from err
-    if size == 0:
-        raise InputError(path, "empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fits.open(path, mode="readonly", memmap=memmap, lazy_load_hdus=False)
-    except PermissionError as err:
-        raise InputError(path, "permission denied") from err
-    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as err:
-        raise InputError(path, f"not a readable FITS file ({_short(err)})") from err
+        fh = open(path, "rb")
+    except OSError as err:
+        raise InputError(path, f"cannot open the file ({err.strerror or err})") from err
+    with fh:
+        try:
+            with warnings.catch_warnings():
+                # astropy warns about truncated files and non-standard cards; the checks in
+                # the readers turn the problems that matter into an InputError.
+                warnings.simplefilter("ignore")
+                hdul = fits.open(fh, mode="readonly", memmap=memmap, lazy_load_hdus=False)
+        except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError,
+                UnicodeDecodeError) as err:
+            raise InputError(path, f"not a readable FITS file ({_short(err)})") from err
+        try:
+            yield hdul
+        finally:
+            hdul.close()
 
 
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text[:160]
-
-
-def _image_hdu(hdul: fits.HDUList, path: Path) -> Any:
-    for hdu in hdul:
+def _image_hdu(hdul: fits.HDUList, path: Path) -> tuple[int, Any]:
+    """Index and HDU of the first image with data (a ``.fz`` file keeps it in extension 1)."""
+    for index, hdu in enumerate(hdul):
+        if isinstance(hdu, fits.GroupsHDU):
+            continue
         if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-            naxis = hdu.header.get("ZNAXIS" if isinstance(hdu, fits.CompImageHDU) else "NAXIS", 0)
+            # A CompImageHDU's ``header`` is the image header (NAXIS, BITPIX of the image,
+            # not of the binary table that stores the tiles).
+            naxis = hdu.header.get("NAXIS", 0)
             if isinstance(naxis, int) and naxis > 0:
-                return hdu
-    raise InputError(path, "no image data in the file (no HDU with NAXIS > 0)")
+                return index, hdu
+    raise InputError(path, "no image data in the file (no HDU with NAXIS > 0; truncated?)")
 
 
 def _geometry(hdu: Any, path: Path) -> tuple[int, int, int]:
+    """``(width, height, channels)`` from NAXISn; channels is 1 or 3."""
     h = hdu.header
-    comp = isinstance(hdu, fits.CompImageHDU)
-    pre = "ZNAXIS" if comp else "NAXIS"
-    naxis = h.get(pre, 0)
-    dims = [h.get(f"{pre}{i}", 0) for i in range(1, naxis + 1)]
-    if not all(isinstance(d, int) and d > 0 for d in dims):
-        raise InputError(path, f"bad image dimensions {pre}n = {dims}")
+    naxis = h.get("NAXIS", 0)
+    dims = [h.get(f"NAXIS{i}", 0) for i in range(1, naxis + 1)]
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+        raise InputError(path, f"bad image dimensions NAXISn = {dims}")
     # Drop trailing axes of length 1 (NAXIS3 = 1 is a mono image).
     while len(dims) > 2 and dims[-1] == 1:
         dims.pop()
@@ -87,62 +101,104 @@ def _geometry(hdu: Any, path: Path) -> tuple[int, int, int]:
                            "(expected 2-D mono or a 3-plane colour cube)")
 
 
-def _bitpix(hdu: Any) -> int:
-    h = hdu.header
-    return int(h.get("ZBITPIX", h.get("BITPIX", -32))) if isinstance(hdu, fits.CompImageHDU) \
-        else int(h.get("BITPIX", -32))
+def _bitpix(header: fits.Header) -> int:
+    return int(header.get("BITPIX", -32))
 
 
-def _bit_depth(hdu: Any) -> int | None:
-    bp = _bitpix(hdu)
-    if bp == 8:
-        return 8
-    if bp == 16:
-        return 16
-    if bp == 32:
-        return 32
-    return None
+def _bit_depth(header: fits.Header) -> int | None:
+    bp = _bitpix(header)
+    return bp if bp in (8, 16, 32, 64) else None
+
+
+def _white_level(header: fits.Header) -> float | None:
+    """Largest value an integer image can hold after BZERO/BSCALE (65535 for uint16)."""
+    bp = _bitpix(header)
+    if bp not in (8, 16, 32, 64):
+        return None
+    top = 255 if bp == 8 else 2 ** (bp - 1) - 1
+    bscale = as_float(header.get("BSCALE", 1.0))
+    bzero = as_float(header.get("BZERO", 0.0))
+    return float(top * (1.0 if bscale is None else bscale) + (bzero or 0.0))
+
+
+def _meta(header: fits.Header, path: Path, w: int, h: int, c: int) -> FrameMeta:
+    """Metadata from the image header *as in the file* (astropy rewrites BITPIX, BZERO and
+    BSCALE of ``hdu.header`` once it has scaled the data: pass a copy taken before)."""
+    meta = meta_from_header(header, path=path, width=w, height=h, channels=c, fmt="fits",
+                            bit_depth=_bit_depth(header), raw_header=header)
+    if first(header, ("SATURATE", "SATLEVEL")) is None:
+        meta = meta.replace(white_level=_white_level(header))
+    return meta
+
+
+def _check_complete(hdul: fits.HDUList, index: int, hdu: Any, path: Path) -> None:
+    """Refuse an uncompressed file cut short inside its pixel data."""
+    if isinstance(hdu, fits.CompImageHDU) or read_head(path, 6) != b"SIMPLE":
+        return  # compressed (tiles, or a gzip/bzip2 stream): sizes in the file differ
+    info = hdul.fileinfo(index)
+    if not info:
+        return
+    naxis = hdu.header.get("NAXIS", 0)
+    needed = abs(_bitpix(hdu.header)) // 8
+    for i in range(1, naxis + 1):
+        needed *= int(hdu.header.get(f"NAXIS{i}", 0))
+    have = path.stat().st_size - int(info["datLoc"])
+    if have < needed:
+        raise InputError(path, f"truncated file: the header announces {needed} bytes of pixel "
+                               f"data, only {max(have, 0)} are present")
 
 
 def read_fits_meta(path: str | os.PathLike) -> FrameMeta:
     """Metadata only (no pixel data is read)."""
     p = Path(path)
-    with _open(p, memmap=True) as hdul:
-        hdu = _image_hdu(hdul, p)
+    with _open(p, memmap=False) as hdul:
+        _, hdu = _image_hdu(hdul, p)
         w, h, c = _geometry(hdu, p)
         header = hdu.header.copy()
-    return meta_from_header(header, path=p, width=w, height=h, channels=c, fmt="fits",
-                            bit_depth=_bit_depth(hdu), raw_header=header)
+        return _meta(header, p, w, h, c)
 
 
 def read_fits(path: str | os.PathLike) -> Frame:
     """Read the first image in a FITS file as an owned float32 :class:`Frame`.
 
     Integer data are scaled with BZERO/BSCALE (so uint16 stored as int16 + 32768 reads as
-    0..65535). A 3-D cube with 3 (or 4, alpha dropped) planes is colour ``(3, H, W)``.
+    0..65535). BLANK is honoured as astropy does: BLANK pixels read as NaN when the scaling
+    makes the data floating point, and are left as stored under the unsigned-integer
+    conventions (BZERO = 2**15 or 2**31 with BSCALE = 1). A 3-D cube with 3 (or 4, alpha
+    dropped) planes is colour ``(3, H, W)``. The rows are returned as stored:
+    ``meta.bayer`` already accounts for ROWORDER and the Bayer offsets.
     """
     p = Path(path)
     with _open(p, memmap=False) as hdul:
-        hdu = _image_hdu(hdul, p)
+        index, hdu = _image_hdu(hdul, p)
         w, h, c = _geometry(hdu, p)
+        _check_complete(hdul, index, hdu, p)
         header = hdu.header.copy()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 raw = hdu.data
-        except (OSError, ValueError, TypeError, IndexError, EOFError) as err:
-            raise InputError(p, f"cannot read the pixel data ({_short(err)})") from err
-        if raw is None:
-            raise InputError(p, "no pixel data")
-        if raw.size < h * w:
-            raise InputError(p, f"truncated: {raw.size} pixels for a {w}x{h} image")
-        data = np.array(raw, dtype=np.float32, copy=True, order="C")
-    data = data.reshape(data.shape[-3:] if data.ndim >= 3 else data.shape)
-    if data.ndim == 3:
-        data = np.ascontiguousarray(data[:3]) if c == 3 else data[0]
-    meta = meta_from_header(header, path=p, width=w, height=h, channels=c, fmt="fits",
-                            bit_depth=_bit_depth(hdu), raw_header=header)
+                if raw is None:
+                    raise InputError(p, "no pixel data")
+                data = np.array(raw, dtype=np.float32, copy=True, order="C")
+        except InputError:
+            raise
+        except (OSError, ValueError, TypeError, IndexError, EOFError, KeyError,
+                ZeroDivisionError) as err:
+            raise InputError(p, f"cannot read the pixel data, the file is corrupt or "
+                                f"truncated ({_short(err)})") from err
+    data = _select_planes(data, h, w, c, p)
+    meta = _meta(header, p, w, h, c)
     return Frame(data, meta, _history_from_header(header))
+
+
+def _select_planes(data: np.ndarray, h: int, w: int, c: int, path: Path) -> np.ndarray:
+    """``(H, W)`` or the first 3 planes ``(3, H, W)`` of what astropy returned."""
+    if data.size % (h * w) != 0 or data.shape[-2:] != (h, w):
+        raise InputError(path, f"pixel data of shape {data.shape} do not match the header "
+                               f"({w} x {h})")
+    planes = data.reshape(-1, h, w)
+    return owned_float32(planes[0] if c == 1 else planes[:3])
 
 
 def _history_from_header(header: fits.Header) -> tuple[str, ...]:
@@ -153,27 +209,35 @@ def _history_from_header(header: fits.Header) -> tuple[str, ...]:
 
 
 def read_fits_rows(path: str | os.PathLike, y0: int, y1: int) -> np.ndarray:
-    """Rows ``y0:y1`` of the image (all planes of a cube) as float32, reading only them.
+    """Rows ``y0:y1`` of the image (all planes of a cube) as owned float32, reading only them.
 
-    Uncompressed files are memory-mapped, so only the needed bytes are read.
+    Returns ``(y1 - y0, W)`` for mono, ``(3, y1 - y0, W)`` for colour. BZERO/BSCALE are
+    applied as in :func:`read_fits`. Plain files are read at the rows' offset only; a
+    tile-compressed ``.fz`` decompresses only the tiles that hold the rows; a gzipped file
+    has to be decompressed up to the rows.
     """
     p = Path(path)
-    with _open(p, memmap=True) as hdul:
-        hdu = _image_hdu(hdul, p)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if isinstance(hdu, fits.CompImageHDU):
-                sec = hdu.section[..., y0:y1, :]
-            else:
-                sec = hdu.section[..., y0:y1, :] if hasattr(hdu, "section") else hdu.data[..., y0:y1, :]
-            out = np.array(sec, dtype=np.float32, copy=True)
-    while out.ndim > 3:
-        out = out[0]
-    if out.ndim == 3 and out.shape[0] == 1:
-        out = out[0]
-    elif out.ndim == 3:
-        out = np.ascontiguousarray(out[:3])
-    return out
+    # Not memory-mapped: astropy cannot memory-map scaled (BZERO) data, and a section read
+    # of an unmapped file seeks to the rows and reads only them.
+    with _open(p, memmap=False) as hdul:
+        index, hdu = _image_hdu(hdul, p)
+        w, h, c = _geometry(hdu, p)
+        if not (isinstance(y0, (int, np.integer)) and isinstance(y1, (int, np.integer))
+                and 0 <= y0 <= y1 <= h):
+            raise InputError(p, f"rows y0={y0}, y1={y1} are outside the image (height {h})")
+        _check_complete(hdul, index, hdu, p)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sec = np.asarray(hdu.section[..., int(y0):int(y1), :], dtype=np.float32)
+        except (OSError, ValueError, TypeError, IndexError, EOFError, KeyError) as err:
+            raise InputError(p, f"cannot read rows {y0}:{y1}, the file is corrupt or "
+                                f"truncated ({_short(err)})") from err
+    n = int(y1) - int(y0)
+    if n == 0:
+        return np.zeros((0, w) if c == 1 else (3, 0, w), dtype=np.float32)
+    planes = sec.reshape(-1, n, w)
+    return owned_float32(planes[0] if c == 1 else planes[:3])
 
 
 def _clean_cards(header: Any) -> list[tuple[str, Any, str]]:
@@ -216,7 +280,7 @@ def build_header(
         if meta is not None:
             for key, value in header_cards_from_meta(meta).items():
                 out[key] = value
-            if not meta.bayer:
+            if not meta.bayer and meta.cfa != "xtrans":
                 for key in ("BAYERPAT", "XBAYROFF", "YBAYROFF", "COLORTYP"):
                     out.remove(key, ignore_missing=True, remove_all=True)
         for key, value in (cards or {}).items():
@@ -224,6 +288,43 @@ def build_header(
         for line in history:
             for chunk in _wrap(str(line), 70):
                 out.add_history(chunk)
+    return out
+
+
+def embedded_cards(
+    *,
+    meta: FrameMeta | None = None,
+    cards: Mapping[str, Any] | None = None,
+) -> list[tuple[str, Any, str]]:
+    """The FITS keywords a FITS writer would write, as ``(key, value, comment)`` for formats
+    that embed them (TIFF, XISF). Values are plain ``str``, ``int``, ``float``, ``bool`` or
+    ``None`` (a keyword without value); no HISTORY or COMMENT cards."""
+    out: list[tuple[str, Any, str]] = []
+    for card in build_header(meta=meta, cards=cards).cards:
+        key = card.keyword
+        if not key or key in ("HISTORY", "COMMENT"):
+            continue
+        value = card.value
+        if isinstance(value, fits.card.Undefined):
+            value = None
+        elif isinstance(value, np.generic):
+            value = value.item()
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            value = str(value)
+        out.append((key, value, str(card.comment or "")))
+    return out
+
+
+def header_from_cards(cards: Iterable[tuple[str, Any, str]]) -> fits.Header:
+    """A FITS header from ``(key, value, comment)`` triples; unusable cards are skipped."""
+    out = fits.Header()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)
+        for key, value, comment in cards:
+            try:
+                out.append(fits.Card(str(key), value, str(comment or "")), end=True)
+            except (ValueError, KeyError, TypeError):
+                continue
     return out
 
 
@@ -252,19 +353,19 @@ def write_fits(
     """
     final = Path(path)
     if final.exists() and not overwrite:
-        raise FileExistsError(final)
+        raise OutputError(f"{final}: already exists (overwrite=False)")
+    arr = check_image_array(data, final)
     hdr = build_header(meta=meta, header=header, cards=cards, history=history)
-    arr = np.asarray(data)
     dt = np.dtype(dtype)
     if dt == np.uint16:
-        arr = np.clip(np.rint(arr), 0, 65535).astype(np.uint16)
+        arr = to_integer(arr, np.uint16)
     elif dt == np.uint8:
-        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        arr = to_integer(arr, np.uint8)
     else:
         arr = arr.astype(dt, copy=False)
+    # astropy stores unsigned arrays as signed + BZERO by itself (uint16: BZERO = 32768);
+    # calling ``scale("uint16")`` on top of that shifted the values a second time.
     primary = fits.PrimaryHDU(data=arr, header=hdr)
-    if dt == np.uint16:
-        primary.scale("uint16")
     hdus: list[Any] = [primary]
     for name, ext_data, ext_cards in extensions:
         ext = fits.ImageHDU(data=np.asarray(ext_data), name=name)

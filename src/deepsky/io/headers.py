@@ -247,6 +247,10 @@ def header_cards_from_meta(meta: FrameMeta) -> dict[str, Any]:
     if meta.pixel_size is not None:
         cards["XPIXSZ"] = meta.pixel_size
         cards["YPIXSZ"] = meta.pixel_size
+    if meta.black_level is not None:
+        cards["BLKLEVEL"] = meta.black_level
+    if meta.white_level is not None:
+        cards["SATURATE"] = meta.white_level
     if meta.bayer:
         cards["BAYERPAT"] = meta.bayer
         cards["XBAYROFF"] = 0

@@ -1,0 +1,367 @@
+"""FITS reading and writing (deepsky.io.fits): scaling, cubes, compression, Bayer/ROWORDER,
+keyword dialects, row bands."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from deepsky.errors import InputError, OutputError
+from deepsky.io import read, write
+from deepsky.io.fits import read_fits, read_fits_meta, read_fits_rows, write_fits
+from deepsky.types import BAYER_PATTERNS, FrameMeta, bayer_channel_masks, bayer_shift
+
+COLOUR_VALUES = {"R": 1000.0, "G": 2000.0, "B": 3000.0}
+
+
+# ----------------------------------------------------------------------------------------------
+# A FITS file written byte by byte (independent of astropy's writer)
+# ----------------------------------------------------------------------------------------------
+def _card(key: str, value: object) -> bytes:
+    if isinstance(value, bool):
+        text = f"{'T' if value else 'F':>20}"
+    elif isinstance(value, str):
+        text = "'" + value.replace("'", "''").ljust(8) + "'"
+    else:
+        text = f"{value!r:>20}" if isinstance(value, float) else f"{value:>20}"
+    return f"{key:<8}= {text}".ljust(80).encode("ascii")
+
+
+def fits_bytes(stored: np.ndarray, bitpix: int, cards: dict[str, object] | None = None) -> bytes:
+    """A primary HDU: ``stored`` (numpy order, C-contiguous) written big-endian as is."""
+    head = [_card("SIMPLE", True), _card("BITPIX", bitpix), _card("NAXIS", stored.ndim)]
+    for i, n in enumerate(reversed(stored.shape), start=1):
+        head.append(_card(f"NAXIS{i}", n))
+    for key, value in (cards or {}).items():
+        head.append(_card(key, value))
+    head.append(b"END".ljust(80))
+    header = b"".join(head)
+    header += b" " * (-len(header) % 2880)
+    dtype = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}[bitpix]
+    data = np.ascontiguousarray(stored, dtype=dtype).tobytes()
+    return header + data + b"\0" * (-len(data) % 2880)
+
+
+def write_raw_fits(path: Path, stored: np.ndarray, bitpix: int, **cards: object) -> Path:
+    path.write_bytes(fits_bytes(stored, bitpix, {k.replace("_", "-"): v
+                                                  for k, v in cards.items()}))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# BITPIX, BZERO, BSCALE
+# ----------------------------------------------------------------------------------------------
+_SCALINGS = [
+    # bitpix, stored values, BZERO, BSCALE
+    (8, np.array([[0, 1, 128], [200, 254, 255]], np.uint8), None, None),
+    (8, np.array([[0, 1, 128], [200, 254, 255]], np.uint8), -128, 1),
+    (16, np.array([[-32768, -1, 0], [1, 1234, 32767]], np.int16), 32768, 1),
+    (16, np.array([[-32768, -1, 0], [1, 1234, 32767]], np.int16), None, None),
+    (16, np.array([[-200, -1, 0], [1, 1234, 32767]], np.int16), 100, 0.5),
+    (32, np.array([[-2**31, -2**31 + 5, -2**31 + 65535], [0, 1, 1000]], np.int32), 2**31, 1),
+    (32, np.array([[-7, 0, 3], [1000, 65535, 16000000]], np.int32), 10, 2),
+    (-32, np.array([[-1.5, 0.0, 0.25], [1e-3, 65535.0, 3.4e38]], np.float32), None, None),
+    (-32, np.array([[-1.5, 0.0, 0.25], [1.0, 4.0, 1024.0]], np.float32), 1.0, 2.0),
+    (-64, np.array([[-1.5, 0.0, 0.25], [1e-3, 65535.0, 1e30]], np.float64), None, None),
+]
+
+
+@pytest.mark.parametrize("bitpix, stored, bzero, bscale", _SCALINGS)
+def test_bitpix_with_bzero_bscale(tmp_path, bitpix, stored, bzero, bscale):
+    cards = {}
+    if bscale is not None:
+        cards["BSCALE"] = float(bscale)
+    if bzero is not None:
+        cards["BZERO"] = float(bzero) if isinstance(bzero, float) else bzero
+    path = write_raw_fits(tmp_path / "s.fits", stored, bitpix, **cards)
+    expected = (stored.astype(np.float64) * (1 if bscale is None else bscale)
+                + (0 if bzero is None else bzero)).astype(np.float32)
+    frame = read_fits(path)
+    assert frame.data.dtype == np.float32 and frame.data.dtype.isnative
+    assert frame.data.flags.owndata and frame.data.flags.c_contiguous
+    np.testing.assert_array_equal(frame.data, expected)
+    assert frame.meta.bit_depth == (bitpix if bitpix > 0 else None)
+    if bitpix == 16 and bzero == 32768:
+        assert frame.meta.white_level == 65535.0
+    np.testing.assert_array_equal(read_fits_rows(path, 1, 2), expected[1:2])
+
+
+def test_blank_follows_astropy(tmp_path):
+    """BLANK pixels read as NaN where the scaling makes the data floating point; with the
+    unsigned conventions (BZERO = 32768 on BITPIX 16) the values stay as stored."""
+    stored = np.array([[0, -5, 7], [-5, 1, 2]], np.int16)
+    unsigned = read_fits(write_raw_fits(tmp_path / "u.fits", stored, 16, BZERO=32768,
+                                        BLANK=-5)).data
+    np.testing.assert_array_equal(unsigned, stored + 32768.0)
+    scaled = read_fits(write_raw_fits(tmp_path / "s.fits", stored, 16, BSCALE=0.5,
+                                      BLANK=-5)).data
+    assert np.isnan(scaled[0, 1]) and np.isnan(scaled[1, 0])
+    assert scaled[0, 2] == 3.5 and scaled[1, 2] == 1.0
+    np.testing.assert_array_equal(np.isnan(read_fits_rows(tmp_path / "s.fits", 1, 2)),
+                                  [[True, False, False]])
+
+
+def test_uint16_round_trip_through_write_fits(tmp_path):
+    data = np.array([[-5.0, 0.4, 0.6], [65534.6, 70000.0, np.nan]], np.float32)
+    write_fits(tmp_path / "u.fits", data, dtype=np.uint16)
+    with fits.open(tmp_path / "u.fits") as hdul:
+        assert hdul[0].header["BITPIX"] == 16 and hdul[0].header["BZERO"] == 32768
+    np.testing.assert_array_equal(read_fits(tmp_path / "u.fits").data,
+                                  [[0, 0, 1], [65535, 65535, 0]])
+
+
+# ----------------------------------------------------------------------------------------------
+# Cubes
+# ----------------------------------------------------------------------------------------------
+def test_colour_cube_round_trip(tmp_path):
+    rng = np.random.default_rng(3)
+    cube = rng.uniform(0, 60000, size=(3, 5, 7)).astype(np.float32)
+    meta = FrameMeta(kind="light", exposure=120.0, channels=3)
+    write_fits(tmp_path / "c.fits", cube, meta=meta, history=("stack v1: 3 frames",))
+    frame = read_fits(tmp_path / "c.fits")
+    np.testing.assert_array_equal(frame.data, cube)
+    assert frame.meta.shape == (3, 5, 7) and frame.meta.bayer is None
+    assert frame.meta.kind == "light" and frame.meta.exposure == 120.0
+    assert frame.history == ("stack v1: 3 frames",)
+    np.testing.assert_array_equal(read_fits_rows(tmp_path / "c.fits", 2, 4), cube[:, 2:4])
+
+
+def test_single_plane_cube_is_mono_and_alpha_plane_is_dropped(tmp_path):
+    plane = np.arange(12, dtype=np.int16).reshape(1, 3, 4)
+    mono = read_fits(write_raw_fits(tmp_path / "m.fits", plane, 16))
+    assert mono.data.shape == (3, 4) and mono.meta.channels == 1
+    np.testing.assert_array_equal(mono.data, plane[0])
+    rgba = np.arange(48, dtype=np.int16).reshape(4, 3, 4)
+    colour = read_fits(write_raw_fits(tmp_path / "a.fits", rgba, 16, BAYERPAT="RGGB"))
+    np.testing.assert_array_equal(colour.data, rgba[:3])
+    assert colour.meta.bayer is None  # BAYERPAT means nothing for colour data
+    np.testing.assert_array_equal(read_fits_rows(tmp_path / "a.fits", 1, 3), rgba[:3, 1:3])
+
+
+def test_unsupported_dimensions_are_refused(tmp_path):
+    two = write_raw_fits(tmp_path / "two.fits", np.zeros((2, 3, 4), np.int16), 16)
+    with pytest.raises(InputError, match=r"two\.fits: unsupported image shape"):
+        read_fits(two)
+
+
+# ----------------------------------------------------------------------------------------------
+# Compression
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def u16() -> np.ndarray:
+    return np.random.default_rng(5).integers(0, 65536, size=(37, 23)).astype(np.uint16)
+
+
+def _write_fz(path: Path, data: np.ndarray, header: fits.Header | None = None,
+              tile: tuple[int, ...] | None = None) -> Path:
+    comp = fits.CompImageHDU(data, header=header, compression_type="RICE_1",
+                             tile_shape=tile)
+    fits.HDUList([fits.PrimaryHDU(), comp]).writeto(path)
+    return path
+
+
+def test_tile_compressed_fz(tmp_path, u16):
+    header = fits.Header([("EXPTIME", 30.0), ("BAYERPAT", "GRBG"), ("IMAGETYP", "Dark")])
+    path = _write_fz(tmp_path / "a.fits.fz", u16, header, tile=(8, 23))
+    frame = read_fits(path)
+    np.testing.assert_array_equal(frame.data, u16)
+    m = frame.meta
+    assert (m.width, m.height, m.bit_depth, m.white_level) == (23, 37, 16, 65535.0)
+    assert (m.kind, m.exposure, m.bayer) == ("dark", 30.0, "GRBG")
+    assert read_fits_meta(path) == m
+    for y0, y1 in ((0, 1), (5, 19), (30, 37), (0, 37)):
+        np.testing.assert_array_equal(read_fits_rows(path, y0, y1), u16[y0:y1])
+
+
+def test_fz_colour_cube(tmp_path):
+    cube = np.random.default_rng(6).integers(0, 5000, size=(3, 9, 11)).astype(np.int32)
+    path = _write_fz(tmp_path / "c.fz", cube)
+    np.testing.assert_array_equal(read_fits(path).data, cube)
+    np.testing.assert_array_equal(read_fits_rows(path, 4, 8), cube[:, 4:8])
+
+
+@pytest.mark.parametrize("name", ["a.fits.gz", "a.fit.gz", "a.fts.gz"])
+def test_gzipped_fits(tmp_path, u16, name):
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(fits_bytes(u16.astype(np.int32) - 32768, 16,
+                                              {"BZERO": 32768, "EXPTIME": 5.0})))
+    frame = read(path)
+    np.testing.assert_array_equal(frame.data, u16)
+    assert frame.meta.exposure == 5.0
+    np.testing.assert_array_equal(read_fits_rows(path, 10, 12), u16[10:12])
+
+
+@pytest.mark.parametrize("suffix", [".fit", ".fits", ".fts"])
+def test_plain_suffixes_and_rows(tmp_path, u16, suffix):
+    path = write_fits(tmp_path / f"a{suffix}", u16, dtype=np.uint16)
+    np.testing.assert_array_equal(read(path).data, u16)
+    np.testing.assert_array_equal(read_fits_rows(path, 3, 9), u16[3:9])
+    assert read_fits_rows(path, 4, 4).shape == (0, 23)
+
+
+def test_rows_outside_the_image_are_refused(tmp_path, u16):
+    path = write_fits(tmp_path / "a.fits", u16)
+    for y0, y1 in ((-1, 3), (5, 2), (0, 38)):
+        with pytest.raises(InputError, match=r"a\.fits: rows y0=.*outside the image"):
+            read_fits_rows(path, y0, y1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bayer pattern, offsets and ROWORDER
+# ----------------------------------------------------------------------------------------------
+def _coded_mosaic(pattern: str, height: int, width: int) -> np.ndarray:
+    """Top-down image whose pixels hold 1000/2000/3000 where ``pattern`` (seen from the top-left
+    pixel) puts R/G/B."""
+    grid = np.array([COLOUR_VALUES[c] for c in pattern]).reshape(2, 2)
+    yy, xx = np.mgrid[0:height, 0:width]
+    return grid[yy % 2, xx % 2].astype(np.int16)
+
+
+def _assert_bayer_names_the_pixels(data: np.ndarray, bayer: str) -> None:
+    masks = bayer_channel_masks(bayer, data.shape)
+    for k, colour in enumerate("RGB"):
+        assert np.unique(data[masks[k]]).tolist() == [COLOUR_VALUES[colour]], colour
+
+
+@pytest.mark.parametrize("pattern", BAYER_PATTERNS)
+@pytest.mark.parametrize("height", [6, 7])
+@pytest.mark.parametrize("roworder", [None, "TOP-DOWN", "BOTTOM-UP"])
+@pytest.mark.parametrize("xoff, yoff", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_effective_bayer_pattern_names_the_right_pixels(tmp_path, pattern, height, roworder,
+                                                       xoff, yoff):
+    """The camera's image has ``pattern`` at its top-left pixel; BAYERPAT plus the offsets
+    describe it (colour of image pixel (x, y) = BAYERPAT[(y + YBAYROFF) % 2][(x + XBAYROFF) %
+    2]); a BOTTOM-UP camera stores the rows reversed. ``meta.bayer`` must name the colour of
+    the pixels of the array as read."""
+    image = _coded_mosaic(pattern, height, 8)
+    stored = image[::-1] if roworder == "BOTTOM-UP" else image
+    cards: dict[str, object] = {"BAYERPAT": bayer_shift(pattern, xoff, yoff)}
+    if xoff or yoff:
+        cards.update(XBAYROFF=xoff, YBAYROFF=yoff)
+    if roworder:
+        cards["ROWORDER"] = roworder
+    path = write_raw_fits(tmp_path / "m.fits", stored, 16, **cards)
+    frame = read_fits(path)
+    np.testing.assert_array_equal(frame.data, stored)
+    assert frame.meta.cfa == "bayer"
+    _assert_bayer_names_the_pixels(frame.data, frame.meta.bayer)
+    # Written back: TOP-DOWN, no offsets, the effective pattern; it reads the same.
+    out = write_fits(tmp_path / "out.fits", frame.data, meta=frame.meta)
+    with fits.open(out) as hdul:
+        h = hdul[0].header
+        assert (h["ROWORDER"], h["XBAYROFF"], h["YBAYROFF"]) == ("TOP-DOWN", 0, 0)
+        assert h["BAYERPAT"] == frame.meta.bayer
+    again = read_fits(out)
+    assert again.meta.bayer == frame.meta.bayer
+    np.testing.assert_array_equal(again.data, frame.data)
+
+
+def test_bottom_up_flip_depends_on_height_parity(tmp_path):
+    even = read_fits_meta(write_raw_fits(tmp_path / "e.fits", np.zeros((4, 4), np.int16), 16,
+                                         BAYERPAT="RGGB", ROWORDER="BOTTOM-UP"))
+    odd = read_fits_meta(write_raw_fits(tmp_path / "o.fits", np.zeros((5, 4), np.int16), 16,
+                                        BAYERPAT="RGGB", ROWORDER="BOTTOM-UP"))
+    assert (even.bayer, odd.bayer) == ("GBRG", "RGGB")
+
+
+# ----------------------------------------------------------------------------------------------
+# Keyword dialects
+# ----------------------------------------------------------------------------------------------
+_DIALECTS = [
+    ({"EXPTIME": 10.0}, "exposure", 10.0),
+    ({"EXPOSURE": 2.5}, "exposure", 2.5),
+    ({"EXPTIME": 3.0, "EXPOSURE": 99.0}, "exposure", 3.0),
+    ({"GAIN": 80}, "gain", 80.0),
+    ({"EGAIN": 1.43}, "egain", 1.43),
+    ({"ISOSPEED": 1600}, "iso", 1600),
+    ({"CCD-TEMP": -9.8}, "temperature", -9.8),
+    ({"SET-TEMP": -10.0}, "set_temperature", -10.0),
+    ({"FILTER": "Ha 7nm"}, "filter", "Ha 7nm"),
+    ({"XBINNING": 2, "YBINNING": 2}, "binning", (2, 2)),
+    ({"XBINNING": 3}, "binning", (3, 3)),
+    ({"IMAGETYP": "Light Frame"}, "kind", "light"),
+    ({"IMAGETYP": "Light"}, "kind", "light"),
+    ({"IMAGETYP": "science"}, "kind", "light"),
+    ({"IMAGETYP": "Dark Frame"}, "kind", "dark"),
+    ({"IMAGETYP": "Flat Field"}, "kind", "flat"),
+    ({"IMAGETYP": "Bias Frame"}, "kind", "bias"),
+    ({"IMAGETYP": "zero"}, "kind", "bias"),
+    ({"IMAGETYP": "Dark Flat"}, "kind", "darkflat"),
+    ({"FRAME": "Flat"}, "kind", "flat"),
+    ({"IMAGETYP": "focus"}, "kind", "unknown"),
+    ({"DATE-OBS": "2025-03-27T01:26:45.943164"}, "date",
+     datetime(2025, 3, 27, 1, 26, 45, 943164, tzinfo=timezone.utc)),
+    ({"DATE-OBS": "2021-03-28", "TIME-OBS": "23:06:34"}, "date",
+     datetime(2021, 3, 28, 23, 6, 34, tzinfo=timezone.utc)),
+    ({"DATE-OBS": "2021-03-28T23:06:34Z"}, "date",
+     datetime(2021, 3, 28, 23, 6, 34, tzinfo=timezone.utc)),
+    ({"INSTRUME": "ZWO ASI2600MC Pro"}, "instrument", "ZWO ASI2600MC Pro"),
+    ({"TELESCOP": "RedCat 51"}, "telescope", "RedCat 51"),
+    ({"FOCALLEN": 250}, "focal_length", 250.0),
+    ({"XPIXSZ": 3.76}, "pixel_size", 3.76),
+]
+
+
+@pytest.mark.parametrize("cards, field, expected", _DIALECTS)
+def test_keyword_dialects(tmp_path, cards, field, expected):
+    path = write_raw_fits(tmp_path / "k.fits", np.zeros((2, 2), np.int16), 16)
+    path.write_bytes(fits_bytes(np.zeros((2, 2), np.int16), 16, cards))
+    assert getattr(read_fits_meta(path), field) == expected
+
+
+def test_missing_keywords_are_none(tmp_path):
+    meta = read_fits_meta(write_raw_fits(tmp_path / "n.fits", np.zeros((2, 3), np.int16), 16))
+    assert (meta.exposure, meta.gain, meta.iso, meta.temperature, meta.filter, meta.date,
+            meta.instrument, meta.bayer, meta.cfa) == (None,) * 9
+    assert meta.kind == "unknown" and meta.binning == (1, 1)
+    assert (meta.width, meta.height, meta.channels) == (3, 2, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------
+def test_metadata_and_history_round_trip(tmp_path):
+    meta = FrameMeta(kind="flat", exposure=1.25, gain=100.0, egain=0.8, temperature=-10.5,
+                     set_temperature=-10.0, filter="OIII", binning=(2, 2), bayer="GBRG",
+                     cfa="bayer", date=datetime(2024, 2, 3, 4, 5, 6, 789000, tzinfo=timezone.utc),
+                     instrument="ZWO ASI294MC", telescope="RC8", object="NGC 7000",
+                     black_level=12.0, white_level=65535.0, focal_length=1625.0,
+                     pixel_size=4.63, width=8, height=6)
+    data = np.random.default_rng(1).uniform(0, 1000, size=(6, 8)).astype(np.float32)
+    history = ("calibrate v1: bias, flat", "x" * 150)
+    path = write(tmp_path / "w.fits", data, meta=meta, history=history,
+                 cards={"NCOMBINE": 7})
+    frame = read(path)
+    np.testing.assert_array_equal(frame.data, data)
+    got = frame.meta
+    assert got.replace(path=None, format="", bit_depth=None) == meta
+    assert got.header["NCOMBINE"] == 7
+    # Long history lines are wrapped into 70-character HISTORY cards.
+    assert frame.history == ("calibrate v1: bias, flat", "x" * 70, "x" * 70, "x" * 10)
+
+
+def test_write_refuses_bad_shapes_and_leaves_nothing(tmp_path):
+    for bad in (np.zeros((2, 3, 4)), np.zeros(5), np.zeros((0, 3))):
+        with pytest.raises(OutputError, match=r"b\.fits: cannot write an array of shape"):
+            write_fits(tmp_path / "b.fits", bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_overwrite_false(tmp_path):
+    path = write_fits(tmp_path / "a.fits", np.zeros((2, 2)))
+    with pytest.raises(OutputError, match="already exists"):
+        write_fits(path, np.ones((2, 2)), overwrite=False)
+
+
+def test_gzip_stream_without_gz_suffix(tmp_path, u16):
+    """A gzipped file is recognised by its content; the truncation check must not compare
+    the compressed size with the header's pixel count."""
+    path = tmp_path / "packed.fits"
+    path.write_bytes(gzip.compress(fits_bytes(u16.astype(np.int32) - 32768, 16,
+                                              {"BZERO": 32768})))
+    np.testing.assert_array_equal(read_fits(path).data, u16)
