@@ -34,6 +34,7 @@ class CalibrationSet:
     names: dict[str, str] = field(default_factory=dict)
     dark_scaling: bool = True
     notes: tuple[str, ...] = ()
+    spec: "CalibrationSpec | None" = None
 
     @property
     def empty(self) -> bool:
@@ -130,3 +131,51 @@ def optimize_dark_scale(light: np.ndarray, cal: CalibrationSet, *, default: floa
         return default
     k = float(np.median(ratio))
     return k if np.isfinite(k) and k > 0 else default
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    """Where a :class:`CalibrationSet`'s masters live on disk: small and picklable, so that
+    worker processes (local or on a Dask cluster reading the same shared path) rebuild the
+    set themselves instead of receiving the arrays with every task."""
+
+    bias: str | None = None
+    dark: str | None = None
+    dark_exposure: float | None = None
+    flat: str | None = None
+    flat_floor: float = 0.05
+    defects: str | None = None
+    bayer: str | None = None
+    dark_scaling: bool = True
+
+    def load(self) -> CalibrationSet:
+        """The set, read once per process (later calls return the cached one)."""
+        return _load_spec(self)
+
+
+_SPEC_CACHE: dict[CalibrationSpec, CalibrationSet] = {}
+
+
+def _load_spec(spec: CalibrationSpec) -> CalibrationSet:
+    cached = _SPEC_CACHE.get(spec)
+    if cached is not None:
+        return cached
+    from deepsky import io
+    from deepsky.calibrate.masters import normalize_per_channel
+
+    def arr(path: str | None) -> np.ndarray | None:
+        return None if path is None else io.read(path).data
+
+    flat = arr(spec.flat)
+    if flat is not None:
+        flat, _ = normalize_per_channel(flat, spec.bayer, floor=spec.flat_floor)
+    defects = None
+    if spec.defects is not None:
+        defects = DefectMap(io.read(spec.defects).data > 0, spec.bayer)
+    cal = CalibrationSet(bias=arr(spec.bias), dark=arr(spec.dark),
+                         dark_exposure=spec.dark_exposure, flat=flat, defects=defects,
+                         bayer=spec.bayer, dark_scaling=spec.dark_scaling, spec=spec)
+    if len(_SPEC_CACHE) > 16:  # a process serves one session at a time
+        _SPEC_CACHE.clear()
+    _SPEC_CACHE[spec] = cal
+    return cal

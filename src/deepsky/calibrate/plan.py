@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from deepsky.calibrate import cosmetic
-from deepsky.calibrate.apply import CalibrationSet
+from deepsky.calibrate.apply import CalibrationSet, CalibrationSpec
 from deepsky.calibrate.library import Library, master_key, write_defect_map
 from deepsky.calibrate.masters import Master, combine_sources, frame_level, normalize_per_channel
 from deepsky.config import CalibrationConfig
@@ -118,9 +118,17 @@ class _Builder:
         self.warnings: list[str] = []
         self._built: dict[str, Master] = {}
         self._defects: dict[str, cosmetic.DefectMap] = {}
+        self._defect_paths: dict[int, str] = {}
 
     def sources(self, metas: Sequence[FrameMeta]) -> list[FrameSource]:
         return [open_source(m.path, meta=m, cache_dir=self.cache_dir) for m in metas]
+
+    def path(self, key: str) -> str | None:
+        p = self.library.path_of(key) if self.library is not None else None
+        return None if p is None else str(p)
+
+    def defect_path(self, dm: cosmetic.DefectMap) -> str | None:
+        return self._defect_paths.get(id(dm))
 
     def warn(self, msg: str) -> None:
         if msg not in self.warnings:
@@ -141,6 +149,7 @@ class _Builder:
             name = f"defects_{_slug(tag)}{'' if n == 0 else f'_{n + 1}'}.fits"
             path = write_defect_map(self.library.folder / name, mask,
                                     history=[f"defect map for {lname}"])
+            self._defect_paths[id(dm)] = str(path)
             self.records.append(MasterRecord("defects", name, path, dm.count, "k-sigma",
                                              False, None, None, tag))
         return dm
@@ -221,6 +230,7 @@ def _calibration_for(b: _Builder, lights: list[FrameMeta], geom: tuple[Any, ...]
     example = lights[0]
     lname = f"lights {_names(lights)}"
     names: dict[str, str] = {}
+    paths: dict[str, str | None] = {}
 
     # ---- bias
     bias_master = None
@@ -236,6 +246,7 @@ def _calibration_for(b: _Builder, lights: list[FrameMeta], geom: tuple[Any, ...]
             same_gain = biases
         bias_master, bias_key = b.master("bias", same_gain, "master_bias"
                                          + _gain_suffix(same_gain[0]) + ".fits")
+        paths["bias"] = b.path(bias_key)
         names["bias"] = "master bias"
 
     # ---- dark
@@ -291,6 +302,7 @@ def _calibration_for(b: _Builder, lights: list[FrameMeta], geom: tuple[Any, ...]
             "dark", chosen,
             f"master_dark_{_slug(_fmt(chosen[0].exposure))}{_gain_suffix(chosen[0])}"
             + (f"_{_slug(f'{t:.0f}C')}" if t is not None else "") + ".fits")
+        paths["dark"] = b.path(dark_key)
         names["dark"] = f"master dark {_fmt(chosen[0].exposure)}"
 
     # ---- flat
@@ -302,7 +314,8 @@ def _calibration_for(b: _Builder, lights: list[FrameMeta], geom: tuple[Any, ...]
         b.warn(f"no flat matches {lname} (filter {example.filter or 'none'}, "
                           f"{example.width}x{example.height}): not flat-fielded")
     if flats:
-        flat_master, flat_norm, flat_low = _master_flat(b, flats, bias_master, bias_key)
+        flat_master, flat_norm, flat_low, flat_key = _master_flat(b, flats, bias_master, bias_key)
+        paths["flat"] = b.path(flat_key)
         names["flat"] = f"master flat {example.filter or ''}".strip()
 
     # ---- defects
@@ -323,7 +336,17 @@ def _calibration_for(b: _Builder, lights: list[FrameMeta], geom: tuple[Any, ...]
             mask |= _light_defects(b, lights, bayer, bias_master, dark_master)
             defects = b.defect_map(mask, bayer, f"{example.filter or 'nofilter'}", lname)
             notes.append(f"{defects.count} defective pixels")
+    spec = None
+    if b.library is not None and all(v is not None for v in paths.values()) and (
+            defects is None or b.defect_path(defects) is not None):
+        spec = CalibrationSpec(
+            bias=paths.get("bias"), dark=paths.get("dark"),
+            dark_exposure=None if dark_master is None else dark_master.exposure,
+            flat=paths.get("flat"), flat_floor=cfg.flat_floor,
+            defects=None if defects is None else b.defect_path(defects), bayer=bayer,
+            dark_scaling=cfg.dark_scaling != "off")
     cal = CalibrationSet(
+        spec=spec,
         bias=None if bias_master is None else bias_master.data,
         dark=None if dark_master is None else dark_master.data,
         dark_exposure=None if dark_master is None else dark_master.exposure,
@@ -394,11 +417,11 @@ def _master_flat(b: _Builder, flats: list[FrameMeta], bias_master: Master | None
         return prepare
 
     flt = example.filter or "nofilter"
-    master, _ = b.master("flat", flats, f"master_flat_{_slug(flt)}.fits",
-                         extra={"floor": cfg.flat_floor}, prepare_factory=prepare_factory,
-                         depends=sub_key)
+    master, key = b.master("flat", flats, f"master_flat_{_slug(flt)}.fits",
+                           extra={"floor": cfg.flat_floor}, prepare_factory=prepare_factory,
+                           depends=sub_key)
     norm, low = normalize_per_channel(master.data, example.bayer, floor=cfg.flat_floor)
-    return master, norm, low
+    return master, norm, low, key
 
 
 def _light_defects(b: _Builder, lights: list[FrameMeta], bayer: str | None,
