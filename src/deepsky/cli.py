@@ -115,7 +115,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "dark_exposure": args.dark_exposure, "satellite_frames": args.trails,
         "cloudy_frames": args.cloudy, "trailed_frames": args.trailed,
         "meridian_flip_frames": args.meridian_flip, "max_shift": args.shift,
-        "max_rotation": args.rotation, "filters": args.filters, "seeing": args.seeing,
+        "max_rotation": args.rotation, "filters": args.filters, "fwhm": args.seeing,
         "layout": args.layout,
     }
     spec = spec_from_options(**{k: v for k, v in options.items() if v is not None})
