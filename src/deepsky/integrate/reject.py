@@ -39,70 +39,139 @@ _CODE = {m: i for i, m in enumerate(METHODS)}
 
 
 # ----------------------------------------------------------------------------------------------
-# Small helpers on a sorted buffer
+# Selection and statistics on small buffers (no full sort: O(N) per pixel)
 # ----------------------------------------------------------------------------------------------
 @nb.njit(cache=True, nogil=True)
-def _sort(buf: np.ndarray, idx: np.ndarray, n: int) -> None:
-    """Sort buf[:n] ascending, carrying idx along (insertion sort for small n)."""
-    if n > 32:
-        order = np.argsort(buf[:n])
-        b2 = buf[:n][order]
-        i2 = idx[:n][order]
-        buf[:n] = b2
-        idx[:n] = i2
-        return
-    for i in range(1, n):
-        v = buf[i]
-        k = idx[i]
-        j = i - 1
-        while j >= 0 and buf[j] > v:
-            buf[j + 1] = buf[j]
-            idx[j + 1] = idx[j]
-            j -= 1
-        buf[j + 1] = v
-        idx[j + 1] = k
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _median_sorted(buf: np.ndarray, lo: int, hi: int) -> float:
-    n = hi - lo
-    m = lo + n // 2
-    if n % 2 == 1:
-        return buf[m]
-    return 0.5 * (buf[m - 1] + buf[m])
+def _select(a: np.ndarray, b: np.ndarray, n: int, k: int) -> float:
+    """k-th smallest of a[:n] (Hoare quickselect in place, moving b along with a)."""
+    lo = 0
+    hi = n - 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        x, y, z = a[lo], a[mid], a[hi]
+        if x > y:
+            x, y = y, x
+        if y > z:
+            y = z
+            if x > y:
+                y = x
+        pivot = y
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                t = a[i]
+                a[i] = a[j]
+                a[j] = t
+                u = b[i]
+                b[i] = b[j]
+                b[j] = u
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return a[k]
+    return a[k]
 
 
 @nb.njit(cache=True, nogil=True)
-def _mean_std(buf: np.ndarray, lo: int, hi: int) -> tuple[float, float]:
-    n = hi - lo
+def _median(v: np.ndarray, idx: np.ndarray, n: int) -> float:
+    """Median of v[:n]; reorders v (and idx with it), which the callers do not mind."""
+    k = n >> 1
+    hi = _select(v, idx, n, k)
+    if n & 1:
+        return hi
+    lo = v[0]
+    for i in range(1, k):
+        if v[i] > lo:
+            lo = v[i]
+    return 0.5 * (lo + hi)
+
+
+@nb.njit(cache=True, nogil=True)
+def _mean_std(v: np.ndarray, n: int) -> tuple[float, float]:
+    # One pass, shifted by the first sample for accuracy.
+    c = v[0]
     s = 0.0
-    for i in range(lo, hi):
-        s += buf[i]
+    q = 0.0
+    for i in range(n):
+        d = v[i] - c
+        s += d
+        q += d * d
     mean = s / n
-    v = 0.0
-    for i in range(lo, hi):
-        d = buf[i] - mean
-        v += d * d
-    return mean, math.sqrt(v / (n - 1)) if n > 1 else 0.0
+    var = (q - s * mean) / (n - 1) if n > 1 else 0.0
+    return c + mean, math.sqrt(var) if var > 0 else 0.0
 
 
 @nb.njit(cache=True, nogil=True)
-def _mad_sorted(buf: np.ndarray, tmp: np.ndarray, lo: int, hi: int, med: float) -> float:
-    n = hi - lo
+def _mad(v: np.ndarray, n: int, med: float, tmp: np.ndarray, tmp2: np.ndarray) -> float:
     for i in range(n):
-        tmp[i] = abs(buf[lo + i] - med)
-    # insertion sort of tmp[:n]
-    for i in range(1, n):
-        v = tmp[i]
-        j = i - 1
-        while j >= 0 and tmp[j] > v:
-            tmp[j + 1] = tmp[j]
-            j -= 1
-        tmp[j + 1] = v
-    m = n // 2
-    if n % 2 == 1:
-        return tmp[m]
-    return 0.5 * (tmp[m - 1] + tmp[m])
+        tmp2[i] = abs(v[i] - med)
+    return _median(tmp2, tmp, n)
+
+
+@nb.njit(cache=True, nogil=True)
+def _winsorized_sigma(v: np.ndarray, n: int, med: float, tmp: np.ndarray) -> float:
+    """Siril's winsorized sigma: clip at median +- 1.5 sigma, sigma = 1.134 std, repeat."""
+    _, sigma = _mean_std(v, n)
+    for _w in range(20):
+        s0 = sigma
+        a = med - 1.5 * s0
+        b = med + 1.5 * s0
+        for i in range(n):
+            x = v[i]
+            tmp[i] = a if x < a else (b if x > b else x)
+        _, sw = _mean_std(tmp, n)
+        sigma = 1.134 * sw
+        if abs(sigma - s0) <= s0 * 0.002:
+            break
+    return sigma
+
+
+@nb.njit(cache=True, nogil=True)
+def _sort_pairs(v: np.ndarray, idx: np.ndarray, n: int) -> None:
+    """Sort v[:n] ascending carrying idx (shell sort: no allocation, fine for n <= ~1000)."""
+    gap = 1
+    while gap < n // 3:
+        gap = 3 * gap + 1
+    while gap > 0:
+        for i in range(gap, n):
+            x = v[i]
+            k = idx[i]
+            j = i
+            while j >= gap and v[j - gap] > x:
+                v[j] = v[j - gap]
+                idx[j] = idx[j - gap]
+                j -= gap
+            v[j] = x
+            idx[j] = k
+        gap //= 3
+
+
+@nb.njit(cache=True, nogil=True)
+def _compact(v: np.ndarray, idx: np.ndarray, n: int, lo_cut: float, hi_cut: float) -> tuple[int, int, int]:
+    """Drop samples outside [lo_cut, hi_cut]; return (new n, dropped low, dropped high)."""
+    k = 0
+    nl = 0
+    nh = 0
+    for i in range(n):
+        x = v[i]
+        if x < lo_cut:
+            nl += 1
+        elif x > hi_cut:
+            nh += 1
+        else:
+            v[k] = x
+            idx[k] = idx[i]
+            k += 1
+    return k, nl, nh
 
 
 @nb.njit(cache=True, nogil=True)
@@ -152,57 +221,41 @@ def _gesd_critical(n: int, i: int, alpha: float) -> float:
 # One pixel
 # ----------------------------------------------------------------------------------------------
 @nb.njit(cache=True, nogil=True)
-def _reject_pixel(buf: np.ndarray, idx: np.ndarray, tmp: np.ndarray, n: int, method: int,
-                  low: float, high: float, max_iter: int, alpha: float,
-                  max_outliers: int) -> tuple[int, int]:
-    """Sort buf[:n] and return the kept range [lo, hi) of the sorted samples."""
-    _sort(buf, idx, n)
-    lo = 0
-    hi = n
+def _reject_pixel(v: np.ndarray, idx: np.ndarray, n: int, tmp: np.ndarray, tmp2: np.ndarray,
+                  method: int, low: float, high: float, max_iter: int, alpha: float,
+                  max_outliers: int) -> tuple[int, int, int]:
+    """Reject outliers among v[:n] (compacting v and idx); return (n kept, n low, n high)."""
+    tl = 0
+    th = 0
     if method <= 1 or n < 3:  # none / mean
-        return lo, hi
+        return n, 0, 0
     if method == 3:  # minmax: low/high are counts
         nl = int(low)
         nh = int(high)
         if nl + nh >= n:
-            return lo, hi
-        return nl, n - nh
+            return n, 0, 0
+        _sort_pairs(v, idx, n)
+        for i in range(n - nl - nh):
+            v[i] = v[i + nl]
+            idx[i] = idx[i + nl]
+        return n - nl - nh, nl, nh
     if method == 4:  # percentile around the median
-        med = _median_sorted(buf, 0, n)
-        while lo < hi - 1 and buf[lo] < med - abs(med) * low:
-            lo += 1
-        while hi > lo + 1 and buf[hi - 1] > med + abs(med) * high:
-            hi -= 1
-        return lo, hi
-    for _ in range(max_iter):
-        m = hi - lo
-        if m < 3:
-            break
-        med = _median_sorted(buf, lo, hi)
-        if method == 5:  # sigma
-            _, sigma = _mean_std(buf, lo, hi)
-        elif method == 6:  # winsorized (Siril)
-            _, sigma = _mean_std(buf, lo, hi)
-            for _w in range(50):
-                s0 = sigma
-                a = med - 1.5 * s0
-                b = med + 1.5 * s0
-                for i in range(m):
-                    v = buf[lo + i]
-                    tmp[i] = a if v < a else (b if v > b else v)
-                _, sw = _mean_std(tmp, 0, m)
-                sigma = 1.134 * sw
-                if abs(sigma - s0) <= s0 * 0.0005:
-                    break
-        elif method == 7:  # mad
-            sigma = 1.4826 * _mad_sorted(buf, tmp, lo, hi, med)
-        elif method == 8:  # linear fit to the sorted samples (Siril's linear-fit clipping)
+        med = _median(v, idx, n)
+        return _compact(v, idx, n, med - abs(med) * low, med + abs(med) * high)
+    if method == 8:  # linear fit to the sorted samples (Siril's linear-fit clipping)
+        _sort_pairs(v, idx, n)
+        lo = 0
+        hi = n
+        for _ in range(max_iter):
+            m = hi - lo
+            if m <= 4:
+                break
             sx = 0.0
             sy = 0.0
             sxx = 0.0
             sxy = 0.0
             for i in range(m):
-                y = buf[lo + i]
+                y = v[lo + i]
                 sx += i
                 sy += y
                 sxx += i * i
@@ -212,66 +265,101 @@ def _reject_pixel(buf: np.ndarray, idx: np.ndarray, tmp: np.ndarray, n: int, met
             a = (sy - b * sx) / m
             r = 0.0
             for i in range(m):
-                r += abs(buf[lo + i] - (a + b * i))
+                r += abs(v[lo + i] - (a + b * i))
             sigma = r / m
             if sigma <= 0.0:
                 break
             new_lo = lo
-            while new_lo < hi and buf[new_lo] < a + b * (new_lo - lo) - low * sigma:
+            while new_lo < hi and v[new_lo] < a + b * (new_lo - lo) - low * sigma:
                 new_lo += 1
             new_hi = hi
-            while new_hi > new_lo and buf[new_hi - 1] > a + b * (new_hi - 1 - lo) + high * sigma:
+            while new_hi > new_lo and v[new_hi - 1] > a + b * (new_hi - 1 - lo) + high * sigma:
                 new_hi -= 1
             if new_hi - new_lo < 2 or (new_lo == lo and new_hi == hi):
                 break
             lo = new_lo
             hi = new_hi
-            continue
-        else:  # gesd
-            break
-        if sigma <= 0.0:
-            break
-        new_lo = lo
-        new_hi = hi
-        while new_lo < new_hi and med - buf[new_lo] > low * sigma:
-            new_lo += 1
-        while new_hi > new_lo and buf[new_hi - 1] - med > high * sigma:
-            new_hi -= 1
-        if new_hi - new_lo < 2:
-            break
-        if new_lo == lo and new_hi == hi:
-            break
-        lo = new_lo
-        hi = new_hi
-    if method == 9 and n >= 4:
-        # GESD: test the most extreme sample repeatedly; keep the largest i whose R_i > lambda_i
+        for i in range(hi - lo):
+            v[i] = v[lo + i]
+            idx[i] = idx[lo + i]
+        return hi - lo, lo, n - hi
+    if method == 9:  # GESD (Rosner): remove the most extreme sample while it is significant
+        if n < 4:
+            return n, 0, 0
         kmax = min(max_outliers, n - 3)
-        cl = lo
-        ch = hi
+        # Test statistics on a working copy; the low side is relaxed by low/3, high by high/3.
+        for i in range(n):
+            tmp2[i] = v[i]
+        m = n
         n_out = 0
-        rl = cl
-        rh = ch
+        cut_lo = -np.inf
+        cut_hi = np.inf
+        lo_trial = -np.inf
+        hi_trial = np.inf
         for i in range(kmax):
-            mean, sd = _mean_std(buf, cl, ch)
+            mean, sd = _mean_std(tmp2, m)
             if sd <= 0:
                 break
-            dl = mean - buf[cl]
-            dh = buf[ch - 1] - mean
-            # low and high thresholds scale the statistic on each side
-            if dl / max(low, 1e-6) >= dh / max(high, 1e-6):
-                r = dl / sd * 3.0 / max(low, 1e-6)
-                cl += 1
+            jmin = 0
+            jmax = 0
+            for j in range(1, m):
+                if tmp2[j] < tmp2[jmin]:
+                    jmin = j
+                if tmp2[j] > tmp2[jmax]:
+                    jmax = j
+            rl = (mean - tmp2[jmin]) / sd * 3.0 / max(low, 1e-6)
+            rh = (tmp2[jmax] - mean) / sd * 3.0 / max(high, 1e-6)
+            if rl >= rh:
+                r = rl
+                lo_trial = tmp2[jmin]
+                tmp2[jmin] = tmp2[m - 1]
             else:
-                r = dh / sd * 3.0 / max(high, 1e-6)
-                ch -= 1
+                r = rh
+                hi_trial = tmp2[jmax]
+                tmp2[jmax] = tmp2[m - 1]
+            m -= 1
             if r > _gesd_critical(n, i, alpha):
                 n_out = i + 1
-                rl = cl
-                rh = ch
-        if n_out > 0:
-            lo = rl
-            hi = rh
-    return lo, hi
+                cut_lo = lo_trial
+                cut_hi = hi_trial
+        if n_out == 0:
+            return n, 0, 0
+        # Everything at or beyond the last significant removal on each side goes.
+        k = 0
+        for i in range(n):
+            x = v[i]
+            if x <= cut_lo:
+                tl += 1
+            elif x >= cut_hi:
+                th += 1
+            else:
+                v[k] = x
+                idx[k] = idx[i]
+                k += 1
+        return k, tl, th
+    # Iterative clipping around the median: sigma (5), winsorized (6), mad (7).
+    for _ in range(max_iter):
+        if n < 3:
+            break
+        med = _median(v, idx, n)
+        if method == 5:
+            _, sigma = _mean_std(v, n)
+        elif method == 6:
+            sigma = _winsorized_sigma(v, n, med, tmp)
+        else:
+            sigma = 1.4826 * _mad(v, n, med, tmp, tmp2)
+        if sigma <= 0.0:
+            break
+        new_n, nl, nh = _compact(v, idx, n, med - low * sigma, med + high * sigma)
+        if new_n < 2:
+            # Never reject (almost) everything: keep what was there.
+            break
+        tl += nl
+        th += nh
+        if new_n == n:
+            break
+        n = new_n
+    return n, tl, th
 
 
 @nb.njit(cache=True, nogil=True)
@@ -279,16 +367,21 @@ def _combine(block: np.ndarray, weights: np.ndarray, method: int, low: float, hi
              max_iter: int, alpha: float, max_outliers: int,
              out: np.ndarray, nlow: np.ndarray, nhigh: np.ndarray, nused: np.ndarray) -> None:
     n, h, w = block.shape
+    rowbuf = np.empty((w, n), np.float32)  # one row, transposed: a pixel's samples contiguous
+    v = np.empty(n, np.float64)
+    idx = np.empty(n, np.int64)
+    tmp = np.empty(n, np.float64)
+    tmp2 = np.empty(n, np.float64)
     for y in range(h):
-        buf = np.empty(n, np.float64)
-        idx = np.empty(n, np.int64)
-        tmp = np.empty(n, np.float64)
+        for i in range(n):
+            for x in range(w):
+                rowbuf[x, i] = block[i, y, x]
         for x in range(w):
             k = 0
             for i in range(n):
-                v = block[i, y, x]
-                if v == v:  # not NaN
-                    buf[k] = v
+                val = rowbuf[x, i]
+                if val == val:  # not NaN
+                    v[k] = val
                     idx[k] = i
                     k += 1
             if k == 0:
@@ -298,24 +391,23 @@ def _combine(block: np.ndarray, weights: np.ndarray, method: int, low: float, hi
                 nused[y, x] = 0
                 continue
             if method == 2:  # median
-                _sort(buf, idx, k)
-                out[y, x] = _median_sorted(buf, 0, k)
+                out[y, x] = _median(v, idx, k)
                 nlow[y, x] = 0
                 nhigh[y, x] = 0
                 nused[y, x] = k
                 continue
-            lo, hi = _reject_pixel(buf, idx, tmp, k, method, low, high, max_iter, alpha,
-                                   max_outliers)
+            m, nl, nh = _reject_pixel(v, idx, k, tmp, tmp2, method, low, high, max_iter,
+                                      alpha, max_outliers)
             s = 0.0
             sw = 0.0
-            for i in range(lo, hi):
+            for i in range(m):
                 wt = weights[idx[i]]
-                s += wt * buf[i]
+                s += wt * v[i]
                 sw += wt
             out[y, x] = s / sw if sw > 0 else np.nan
-            nlow[y, x] = lo
-            nhigh[y, x] = k - hi
-            nused[y, x] = hi - lo
+            nlow[y, x] = nl
+            nhigh[y, x] = nh
+            nused[y, x] = m
 
 
 def combine(
