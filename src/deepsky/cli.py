@@ -174,6 +174,34 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    from deepsky.pipeline.registration import rotation_range
+    from deepsky.pipeline.runner import Pipeline
+
+    cfg = _config(args)
+    pipe = Pipeline(Path(args.session), Path(args.out), cfg, reporter=_reporter(args))
+    try:
+        pipe.discover()
+        pipe.calibration()
+        pipe.analyze()
+        pipe.register()
+    finally:
+        if pipe.groups:
+            pipe.write_frames()
+    recs = pipe.records
+    used = [r for r in recs if r.used]
+    print(f"{len(used)} of {len(recs)} lights registered and selected; "
+          f"frames.csv in {Path(args.out)}")
+    for g in pipe.groups:
+        if g.ok:
+            lo, hi = rotation_range(g.records)
+            print(f"reference {g.reference_record.name}; rotation {lo:+.2f} to {hi:+.2f} deg")
+    for r in recs:
+        if not r.used:
+            print(f"rejected {r.name}: {r.reason}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from deepsky.pipeline.demo import run_demo
 
@@ -258,6 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="output folder (masters/, calibrated/)")
     _add_run_options(p)
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("register", help="calibrate, find stars, select frames and register "
+                                        "them; writes frames.csv",
+                       description="Calibrate, detect, select and register the lights")
+    p.add_argument("session", help="session folder")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_register)
 
     p = sub.add_parser("config", help="print the configuration (defaults, or as a file and "
                                       "--set would make it)")

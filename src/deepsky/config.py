@@ -62,6 +62,81 @@ class CalibrationConfig:
 
 
 @dataclass(frozen=True)
+class DetectionConfig:
+    threshold: float = setting(5.0, "Star detection threshold, in sigma of the background noise",
+                               min=2.0, max=100.0)
+    max_stars: int = setting(2000, "Keep at most this many stars per frame (the brightest)",
+                             min=10, max=100000)
+    background_box: int = setting(64, "Background mesh box size, px", min=8, max=1024)
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    enabled: bool = setting(True, "Reject bad frames (clouds, seeing, trailing, background "
+                                  "jumps); false keeps every frame that registers")
+    min_stars: int = setting(4, "Fewest stars a frame may have", min=0, max=100000)
+    min_star_fraction: float = setting(
+        0.5, "Reject a frame with fewer stars than this fraction of the session median "
+        "(clouds)", min=0.0, max=1.0)
+    max_fwhm_ratio: float = setting(
+        1.6, "Reject a frame whose FWHM exceeds the session median by this factor "
+        "(seeing, focus)", min=1.0, max=10.0)
+    min_roundness: float = setting(0.5, "Reject a frame whose stars are less round than this "
+                                        "(minor/major axis: trailing, wind)", min=0.0, max=1.0)
+    max_background_jump: float = setting(
+        5.0, "Reject a frame whose background is this many robust sigmas above the session's "
+        "(clouds, dawn)", min=1.0, max=1000.0)
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    reference: str = setting("auto", "Reference frame: auto (the best frame) or a light's "
+                                     "file name")
+    model: Literal["shift", "similarity", "affine", "homography"] = setting(
+        "homography", "Transform model (fewer matched stars fall back to simpler models)")
+    interpolation: Literal["lanczos3", "bicubic", "bilinear", "nearest"] = setting(
+        "lanczos3", "Resampling of frames onto the reference grid")
+    clamp: bool = setting(True, "Clamp Lanczos resampling so bright stars get no dark rings")
+    min_matches: int = setting(4, "Fewest matched stars accepted (when the match is "
+                                  "unambiguous)", min=3, max=1000)
+    max_rms: float = setting(1.0, "Largest RMS residual of the matched stars, px", min=0.01,
+                             max=20.0)
+    phase_fallback: bool = setting(True, "Register frames with too few stars by phase "
+                                         "correlation")
+
+
+@dataclass(frozen=True)
+class IntegrationConfig:
+    normalization: Literal["none", "additive", "multiplicative", "additive_scaling",
+                           "photometric"] = setting(
+        "photometric", "How frames are put on a common scale before combination")
+    weighting: Literal["none", "noise", "quality", "exposure"] = setting(
+        "noise", "Frame weights of the mean")
+    rejection: Literal["auto", "none", "minmax", "percentile", "sigma", "winsorized", "mad",
+                       "linear", "gesd", "median"] = setting(
+        "auto", "Pixel rejection (auto: winsorized sigma with 5+ frames, MAD with 3-4, none "
+        "below)")
+    low: float = setting(4.0, "Low rejection threshold (sigma; counts for minmax; fraction "
+                              "for percentile)", min=0.0, max=100.0)
+    high: float = setting(3.0, "High rejection threshold", min=0.0, max=100.0)
+    trails: bool = setting(True, "Find satellite and airplane trails and mask them")
+    trail_threshold: float = setting(8.0, "Trail detection threshold, sigma", min=3.0,
+                                     max=1000.0)
+    trail_margin: float = setting(3.0, "Pixels masked on each side of a trail beyond its "
+                                       "width", min=0.0, max=200.0)
+    framing: Literal["reference", "union", "intersection"] = setting(
+        "reference", "Output frame: the reference frame, everything any frame covers, or "
+        "what all frames cover")
+    autocrop: bool = setting(False, "Crop edges covered by fewer than half of the frames")
+    drizzle: float = setting(1.0, "Drizzle scale (1 = no drizzle; 1.5, 2, 3 ...)", min=1.0,
+                             max=3.0)
+    pixfrac: float = setting(0.8, "Drizzle drop size, as a fraction of an input pixel",
+                             min=0.1, max=1.0)
+    kernel: Literal["square", "point", "turbo", "gaussian", "lanczos3"] = setting(
+        "square", "Drizzle kernel")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     workers: int = setting(0, "Parallel workers for per-frame work (0 = number of CPU cores)",
                            min=0, max=1024)
@@ -72,6 +147,10 @@ class RunConfig:
 @dataclass(frozen=True)
 class Config:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    integration: IntegrationConfig = field(default_factory=IntegrationConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 

@@ -1,0 +1,180 @@
+"""The pipeline: discovery, masters, per-frame analysis, registration, integration, and
+post-processing, each stage's results cached so a restarted run redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepsky.calibrate.plan import CalibrationPlan, plan_calibration
+from deepsky.config import Config
+from deepsky.errors import InputError, RegistrationError
+from deepsky.io.discover import Session, discover
+from deepsky.io.sources import FrameSource, open_source
+from deepsky.pipeline.analysis import FrameAnalysis, analyze_frame
+from deepsky.pipeline.backends import Backend, LocalBackend
+from deepsky.pipeline.calibration import check_output_folder
+from deepsky.pipeline.progress import Reporter
+from deepsky.pipeline.records import write_frames_csv
+from deepsky.pipeline.registration import LightRecord, register_lights
+from deepsky.types import FrameMeta
+
+
+def _analyze_task(args: tuple[Any, ...]) -> FrameAnalysis:
+    source, calibration, dark_scale, cfg, cache_dir = args
+    return analyze_frame(source, calibration, dark_scale, cfg, cache_dir)
+
+
+@dataclass
+class RegistrationGroup:
+    """The lights of one camera geometry, registered to one reference."""
+
+    key: tuple[Any, ...]
+    records: list[LightRecord]
+    reference: int  # -1: the group could not be registered
+
+    @property
+    def ok(self) -> bool:
+        return self.reference >= 0
+
+    @property
+    def reference_record(self) -> LightRecord:
+        return self.records[self.reference]
+
+
+@dataclass
+class Pipeline:
+    session_path: Path
+    out: Path
+    cfg: Config
+    reporter: Reporter = field(default_factory=Reporter)
+    backend: Backend | None = None
+    session: Session | None = None
+    plan: CalibrationPlan | None = None
+    analyses: dict[str, FrameAnalysis] = field(default_factory=dict)
+    groups: list[RegistrationGroup] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.session_path = Path(self.session_path)
+        self.out = Path(self.out)
+        if self.backend is None:
+            self.backend = LocalBackend(self.cfg.run.workers)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.out / "cache"
+
+    # ---- stages ------------------------------------------------------------------------
+    def discover(self) -> Session:
+        t0 = time.perf_counter()
+        s = discover(self.session_path)
+        check_output_folder(self.out, s.root)
+        for w in s.warnings:
+            self.reporter.warn(w)
+        if not s.lights:
+            raise InputError(s.root, "no light frames found (expected lights/ or files named "
+                                     "Light_* or with IMAGETYP = Light)")
+        self.session = s
+        self.timings["discover"] = time.perf_counter() - t0
+        return s
+
+    def calibration(self) -> CalibrationPlan:
+        s = self.session or self.discover()
+        with self.reporter.stage("masters"):
+            t0 = time.perf_counter()
+            self.plan = plan_calibration(s, self.cfg.calibration, out=self.out / "masters",
+                                         memory_mb=self.cfg.run.memory_mb,
+                                         progress=self.reporter.detail,
+                                         cache_dir=self.cache_dir / "decoded")
+            self.timings["masters"] = time.perf_counter() - t0
+        for w in self.plan.warnings:
+            self.reporter.warn(w)
+        self.counts["masters_built"] = sum(1 for m in self.plan.masters
+                                           if not m.reused and m.kind != "defects")
+        self.counts["masters_reused"] = sum(1 for m in self.plan.masters if m.reused)
+        return self.plan
+
+    def sources(self, metas: list[FrameMeta]) -> list[FrameSource]:
+        return [open_source(m.path, meta=m, cache_dir=self.cache_dir / "decoded")
+                for m in metas]
+
+    def analyze(self) -> dict[str, FrameAnalysis]:
+        plan = self.plan or self.calibration()
+        lights = self.session.lights
+        remote = self.backend.remote
+        tasks = []
+        for m, src in zip(lights, self.sources(lights)):
+            cal, k = plan.for_light(m)
+            calibration: Any = cal
+            if remote:
+                if cal.spec is None and not cal.empty:
+                    raise InputError(m.path, "masters are not on disk; cannot send them to "
+                                             "the cluster")
+                calibration = cal.spec if cal.spec is not None else cal
+            tasks.append((src, calibration, k, self.cfg, str(self.cache_dir)))
+        done_before = _count_cached(self.cache_dir / "frames")
+        t0 = time.perf_counter()
+        with self.reporter.stage("analyze", total=len(tasks)) as step:
+            for res in self.backend.map(_analyze_task, tasks):
+                self.analyses[res.path] = res
+                step.advance()
+        self.timings["analyze"] = time.perf_counter() - t0
+        done_after = _count_cached(self.cache_dir / "frames")
+        self.counts["frames_analyzed"] = done_after - done_before
+        self.counts["frames_reused"] = len(tasks) - self.counts["frames_analyzed"]
+        return self.analyses
+
+    def register(self) -> list[RegistrationGroup]:
+        if not self.analyses:
+            self.analyze()
+        by_geom: dict[tuple[Any, ...], list[LightRecord]] = defaultdict(list)
+        for m in self.session.lights:
+            a = self.analyses[str(m.path)]
+            by_geom[(m.width, m.height, m.binning, m.channels, m.bayer or m.cfa)].append(
+                LightRecord(meta=m, analysis=a))
+        t0 = time.perf_counter()
+        self.groups = []
+        n = sum(len(v) for v in by_geom.values())
+        with self.reporter.stage("register", total=n) as step:
+            for key, recs in by_geom.items():
+                try:
+                    ref = register_lights(recs, self.cfg, progress=step.advance)
+                except RegistrationError as err:
+                    for r in recs:
+                        if r.used:
+                            r.reject(str(err))
+                    self.reporter.warn(f"{len(recs)} lights of {key[0]}x{key[1]}: {err}")
+                    ref = -1
+                self.groups.append(RegistrationGroup(key, recs, ref))
+        self.timings["register"] = time.perf_counter() - t0
+        all_recs = self.records
+        used = sum(r.used for r in all_recs)
+        self.counts["lights"] = len(all_recs)
+        self.counts["used"] = used
+        for r in all_recs:
+            if not r.used:
+                self.reporter.detail(f"rejected {r.name}: {r.reason}")
+        if used == 0:
+            write_frames_csv(self.out / "frames.csv", all_recs)
+            raise RegistrationError("every light was rejected; see frames.csv for the reasons")
+        return self.groups
+
+    @property
+    def records(self) -> list[LightRecord]:
+        """Every light's record, in session order."""
+        by_path = {str(r.meta.path): r for g in self.groups for r in g.records}
+        lights = self.session.lights if self.session else []
+        return [by_path[str(m.path)] for m in lights if str(m.path) in by_path]
+
+    def write_frames(self) -> Path:
+        return write_frames_csv(self.out / "frames.csv", self.records)
+
+
+def _count_cached(folder: Path) -> int:
+    return len(list(folder.glob("*.json"))) if folder.exists() else 0
