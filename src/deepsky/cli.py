@@ -202,6 +202,30 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stack(args: argparse.Namespace) -> int:
+    from deepsky.pipeline.runner import Pipeline
+
+    cfg = _config(args)
+    pipe = Pipeline(Path(args.session), Path(args.out), cfg, reporter=_reporter(args))
+    try:
+        pipe.discover()
+        pipe.calibration()
+        pipe.analyze()
+        pipe.register()
+        pipe.stack()
+    finally:
+        if pipe.groups:
+            pipe.write_frames()
+    recs = pipe.records
+    print(f"{sum(r.used for r in recs)} of {len(recs)} lights stacked; frames.csv in "
+          f"{Path(args.out)}")
+    for sg in pipe.stacks:
+        n_tr = sum(len(v) for v in sg.trails.values())
+        print(f"{sg.path}: {len(sg.used)} frames, {sg.exposure:g} s, rejection {sg.method}, "
+              f"{n_tr} trail(s) masked")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from deepsky.pipeline.demo import run_demo
 
@@ -294,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="output folder")
     _add_run_options(p)
     p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("stack", help="calibrate, register and integrate the lights into "
+                                     "stack.fits", description="Everything up to the stack")
+    p.add_argument("session", help="session folder")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("config", help="print the configuration (defaults, or as a file and "
                                       "--set would make it)")

@@ -140,8 +140,10 @@ class IntegrationConfig:
 class RunConfig:
     workers: int = setting(0, "Parallel workers for per-frame work (0 = number of CPU cores)",
                            min=0, max=1024)
-    memory_mb: int = setting(1024, "Memory budget for tile-wise work, MiB", min=64,
-                             max=1_048_576)
+    memory_mb: int = setting(
+        512, "Memory budget, MiB, of the block of samples integrated at once (and of the "
+        "bands combined into masters): peak memory stays near it plus the output images, "
+        "however many frames", min=32, max=1_048_576)
 
 
 @dataclass(frozen=True)

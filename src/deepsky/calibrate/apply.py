@@ -65,9 +65,10 @@ class CalibrationSet:
         return out
 
 
-def calibrate_band(band: np.ndarray, cal: CalibrationSet, *, y0: int = 0,
+def calibrate_band(band: np.ndarray, cal: CalibrationSet, *, y0: int = 0, x0: int = 0,
                    dark_scale: float = 1.0, cosmetic: bool = True) -> np.ndarray:
-    """Calibrate rows ``y0 .. y0 + len(band)`` of a raw light (a new float32 array).
+    """Calibrate the region of a raw light whose top-left pixel is ``(x0, y0)`` (a new
+    float32 array).
 
     Parameters
     ----------
@@ -80,20 +81,21 @@ def calibrate_band(band: np.ndarray, cal: CalibrationSet, *, y0: int = 0,
     """
     out = np.array(band, dtype=np.float32, copy=True)
     rows = slice(y0, y0 + out.shape[-2])
+    cols = slice(x0, x0 + out.shape[-1])
     if cal.dark is not None:
-        dark = cal.dark[..., rows, :]
+        dark = cal.dark[..., rows, cols]
         if dark_scale == 1.0 or cal.bias is None:
             out -= dark
         else:
-            bias = cal.bias[..., rows, :]
+            bias = cal.bias[..., rows, cols]
             out -= bias
             out -= np.float32(dark_scale) * (dark - bias)
     elif cal.bias is not None:
-        out -= cal.bias[..., rows, :]
+        out -= cal.bias[..., rows, cols]
     if cal.flat is not None:
-        out /= cal.flat[..., rows, :]
+        out /= cal.flat[..., rows, cols]
     if cosmetic and cal.defects is not None:
-        cal.defects.apply(out, y0=y0)
+        cal.defects.apply(out, y0=y0, x0=x0)
     return out
 
 

@@ -176,26 +176,27 @@ class DefectMap:
     def count(self) -> int:
         return int(self.ys.size)
 
-    def apply(self, data: np.ndarray, *, y0: int = 0) -> np.ndarray:
-        """Replace the defects inside ``data`` (rows ``y0 .. y0 + len``) in place and return it.
+    def apply(self, data: np.ndarray, *, y0: int = 0, x0: int = 0) -> np.ndarray:
+        """Replace the defects inside ``data`` (the region whose top-left pixel is
+        ``(x0, y0)``) in place and return it.
 
-        Neighbours outside the band are ignored, so read bands with a margin of 2 rows where
-        the exact result matters at the band edges.
+        Neighbours outside the region are ignored, so read regions with a margin of 2 pixels
+        where the exact result matters at the edges.
         """
         if self.count == 0:
             return data
         planes = data if data.ndim == 3 else data[None]
-        h = planes.shape[1]
-        sel = (self.ys >= y0) & (self.ys < y0 + h)
+        h, w = planes.shape[1], planes.shape[2]
+        sel = (self.ys >= y0) & (self.ys < y0 + h) & (self.xs >= x0) & (self.xs < x0 + w)
         if not sel.any():
             return data
         ys = self.ys[sel] - y0
-        xs = self.xs[sel]
+        xs = self.xs[sel] - x0
         ny = self.ny[sel] - y0
-        nx = self.nx[sel]
-        valid = (self.ny[sel] >= 0) & (ny >= 0) & (ny < h)
+        nx = self.nx[sel] - x0
+        valid = (self.ny[sel] >= 0) & (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
         nyc = np.clip(ny, 0, h - 1)
-        nxc = np.clip(nx, 0, self.width - 1)
+        nxc = np.clip(nx, 0, w - 1)
         for plane in planes:
             vals = plane[nyc, nxc].astype(np.float32)
             vals[~valid] = np.nan

@@ -32,22 +32,29 @@ class Trail:
     y0: float
     x1: float
     y1: float
-    width: float  # full width of the trail, px
+    width: float  # full width at half maximum of the trail, px
     significance: float
+    halo: float = 0.0  # half-width out to which the trail's wings stand above the noise, px
+
+    @property
+    def radius(self) -> float:
+        """Half-width of the trail to mask (before any margin)."""
+        return max(self.width / 2, self.halo)
 
     def to_json(self) -> dict[str, float]:
         return {"x0": round(self.x0, 2), "y0": round(self.y0, 2), "x1": round(self.x1, 2),
                 "y1": round(self.y1, 2), "width": round(self.width, 2),
-                "significance": round(self.significance, 1)}
+                "significance": round(self.significance, 1), "halo": round(self.halo, 2)}
 
     @classmethod
     def from_json(cls, d: dict[str, float]) -> "Trail":
-        return cls(d["x0"], d["y0"], d["x1"], d["y1"], d["width"], d["significance"])
+        return cls(d["x0"], d["y0"], d["x1"], d["y1"], d["width"], d["significance"],
+                   d.get("halo", 0.0))
 
     def transformed(self, t: Transform) -> "Trail":
         (a, b), (c, d) = t.apply([[self.x0, self.y0], [self.x1, self.y1]])
         return Trail(float(a), float(b), float(c), float(d), self.width * t.scale,
-                     self.significance)
+                     self.significance, self.halo * t.scale)
 
     def distance(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Distance of points from the segment."""
@@ -70,7 +77,7 @@ def trail_mask(trails: list[Trail], origin: tuple[int, int], shape: tuple[int, i
     x0, y0 = origin
     yy, xx = np.mgrid[y0:y0 + h, x0:x0 + w]
     for t in trails:
-        r = t.width / 2 + margin
+        r = t.radius + margin
         # Quick reject: the window's distance to the segment's bounding box.
         if (max(t.x0, t.x1) + r < x0 or min(t.x0, t.x1) - r > x0 + w
                 or max(t.y0, t.y1) + r < y0 or min(t.y0, t.y1) - r > y0 + h):
@@ -90,20 +97,25 @@ def find_trails(
     max_trails: int = 4,
     angle_step_deg: float = 0.25,
     cut: float = 1.5,
+    max_width: float = 4.0,
+    seed: int = 0,
 ) -> list[tuple[float, float, float, float, float, float]]:
     """Lines in a significance map ``z`` (residual / noise; NaN = no data).
 
     Pixels above ``cut`` vote in a Hough transform (a Radon transform of the thresholded
     map); a noise pixel passes with a few percent probability, a trail pixel of modest signal
     with a good fraction, so a trail collects far more votes along its line than chance
-    allows. Each candidate is refined (least-squares line, width, extent) and kept when its
-    extent is at least ``min_length`` and the summed significance along it, divided by the
-    square root of its pixel count, reaches ``threshold`` sigmas.
+    allows. Each candidate is refined (least-squares line, width, extent, at most
+    ``max_width`` wide) and kept when its extent is at least ``min_length`` and its summed
+    significance reaches ``threshold`` times the spread of the same sum over parallel lines
+    at random offsets (an empirical null: neighbouring pixels of a resampled image are
+    correlated, so the naive square-root-of-n noise would be too optimistic).
 
-    Returns ``(x0, y0, x1, y1, width, significance)`` in ``z``'s pixel coordinates.
+    Returns ``(x0, y0, x1, y1, width, halo, significance)`` in ``z``'s pixel coordinates.
     """
     import cv2
 
+    rng = np.random.default_rng(seed)
     work = np.array(z, dtype=np.float32, copy=True)
     h, w = work.shape
     found: list[tuple[float, float, float, float, float, float]] = []
@@ -120,18 +132,51 @@ def find_trails(
             break
         accepted = None
         for rho, theta in lines[:20, 0, :]:
-            line = _refine(work, float(theta), float(rho), min_length=min_length)
+            line = _refine(work, float(theta), float(rho), min_length=min_length,
+                           max_width=max_width)
             if line is None:
                 continue
-            sig = _line_significance(work, line)
-            if sig >= threshold:
-                accepted = (*line, sig)
+            sig = _line_significance(work, line[:5])
+            if sig < threshold:
+                continue
+            null = _null_spread(work, line[:5], rng)
+            if null > 0 and sig / null >= threshold:
+                accepted = (*line, sig / null)
                 break
         if accepted is None:
             break
         found.append(accepted)
-        _blank_segment(work, accepted[:4], accepted[4] / 2 + 2.0)
+        _blank_segment(work, accepted[:4], max(accepted[4] / 2, accepted[5]) + 2.0)
     return found
+
+
+def _null_spread(z: np.ndarray, line: tuple[float, float, float, float, float],
+                 rng: np.random.Generator, n: int = 48) -> float:
+    """Robust spread of the line statistic over ``n`` parallel copies of the line shifted
+    by random offsets (at least 3 widths away), where no trail is: the noise the statistic
+    really has in this image."""
+    x0, y0, x1, y1, width = line
+    dx, dy = x1 - x0, y1 - y0
+    L = math.hypot(dx, dy)
+    if L == 0:
+        return 0.0
+    nx, ny = -dy / L, dx / L
+    h, w = z.shape
+    half = max(0.75, width / 2)
+    yy, xx = np.mgrid[0:h, 0:w]
+    vals = []
+    for _ in range(n):
+        off = rng.uniform(3 * width + 6, max(3 * width + 7, 0.5 * max(h, w)))
+        off *= 1 if rng.random() < 0.5 else -1
+        seg = Trail(x0 + off * nx, y0 + off * ny, x1 + off * nx, y1 + off * ny, width, 0.0)
+        core = (seg.distance(xx.astype(float), yy.astype(float)) <= half) & np.isfinite(z)
+        k = int(core.sum())
+        if k >= 0.5 * L:
+            vals.append(float(np.clip(z[core], -5, 5).sum() / math.sqrt(k)))
+    if len(vals) < 8:
+        return 1.0
+    v = np.array(vals)
+    return max(1.0, 1.4826 * float(np.median(np.abs(v - np.median(v)))))
 
 
 def _line_significance(z: np.ndarray, line: tuple[float, float, float, float, float],
@@ -180,8 +225,8 @@ def _line_coords(theta: float, rho: float, h: int, w: int) -> tuple[np.ndarray, 
     return x[inside], y[inside]
 
 
-def _refine(z: np.ndarray, theta: float, rho: float, *, min_length: float
-            ) -> tuple[float, float, float, float, float] | None:
+def _refine(z: np.ndarray, theta: float, rho: float, *, min_length: float,
+            max_width: float = 4.0) -> tuple[float, float, float, float, float, float] | None:
     """Least-squares line through the significant pixels near (theta, rho), its width and
     its extent."""
     h, w = z.shape
@@ -211,7 +256,7 @@ def _refine(z: np.ndarray, theta: float, rho: float, *, min_length: float
     band = (np.abs(dist) <= 12.0) & finite & (along >= ta) & (along <= tb)
     bins = np.arange(-12.0, 12.01, 0.5)
     idx = np.digitize(dist[band], bins) - 1
-    prof = np.bincount(idx, weights=np.clip(z[band], -5, 20), minlength=len(bins))[:len(bins) - 1]
+    prof = np.bincount(idx, weights=np.clip(z[band], -5, None), minlength=len(bins))[:len(bins) - 1]
     cntp = np.bincount(idx, minlength=len(bins))[:len(bins) - 1]
     prof = np.where(cntp > 0, prof / np.maximum(cntp, 1), 0.0)
     peak = prof.max()
@@ -222,9 +267,21 @@ def _refine(z: np.ndarray, theta: float, rho: float, *, min_length: float
     # through a blob (a galaxy core's residual) does not.
     centres = bins[:-1] + 0.25
     outer = (np.abs(centres) >= max(3.0, 1.5 * width)) & (cntp > 0)
-    if width > 4.0 or (outer.any() and prof[outer].mean() > 0.25 * peak):
+    if width > max_width or (outer.any() and prof[outer].mean() > 0.25 * peak):
         return None
-    return (mx + ta * ux, my + ta * uy, mx + tb * ux, my + tb * uy, width)
+    # Halo: out to where the profile (contiguous from the centre) stays above 1 sigma of the
+    # bin mean: a bright trail's wings reach well beyond its half maximum.
+    centre = int(np.argmax(prof))
+    per_bin = float(np.median(cntp[cntp > 0])) if (cntp > 0).any() else 1.0
+    level = 1.0 / math.sqrt(max(1.0, per_bin))
+    lo_i = centre
+    while lo_i > 0 and prof[lo_i - 1] > 2.0 * level:
+        lo_i -= 1
+    hi_i = centre
+    while hi_i < len(prof) - 1 and prof[hi_i + 1] > 2.0 * level:
+        hi_i += 1
+    halo = max(abs(centres[lo_i]), abs(centres[hi_i])) + 0.5
+    return (mx + ta * ux, my + ta * uy, mx + tb * ux, my + tb * uy, width, halo)
 
 
 def _extent(z: np.ndarray, along: np.ndarray, core: np.ndarray,
@@ -277,7 +334,7 @@ def _blank_segment(z: np.ndarray, seg: tuple[float, float, float, float], half: 
     z[t.distance(xx.astype(float), yy.astype(float)) <= half] = np.nan
 
 
-def object_mask(stack: np.ndarray, *, sigma: float = 5.0, grow: int = 2) -> np.ndarray:
+def object_mask(stack: np.ndarray, *, sigma: float = 3.0, grow: int = 3) -> np.ndarray:
     """Pixels of a (binned) provisional stack standing ``sigma`` above its background, grown
     by ``grow`` pixels: the stars and bright objects whose residuals are not trustworthy."""
     from scipy import ndimage
@@ -313,7 +370,7 @@ def binned_transform(t: Transform, factor: int) -> Transform:
 
 def trails_from_residual(residual: np.ndarray, *, factor: int, mask: np.ndarray | None = None,
                          min_length_frac: float = 0.1, threshold: float = 8.0,
-                         max_trails: int = 4) -> list[Trail]:
+                         max_trails: int = 4, max_width_px: float = 24.0) -> list[Trail]:
     """Trails (full-resolution reference coordinates) in a binned residual image.
 
     ``mask`` (True = excluded) hides pixels whose residual cannot be trusted: the cores of
@@ -333,9 +390,11 @@ def trails_from_residual(residual: np.ndarray, *, factor: int, mask: np.ndarray 
     h, w = z.shape
     min_len = min_length_frac * math.hypot(h, w)
     out = []
-    for x0, y0, x1, y1, width, sig in find_trails(z, min_length=min_len, threshold=threshold,
-                                                  max_trails=max_trails):
+    for x0, y0, x1, y1, width, halo, sig in find_trails(
+            z, min_length=min_len, threshold=threshold, max_trails=max_trails,
+            max_width=max(2.0, max_width_px / factor)):
         f = factor
         c = (f - 1) / 2
-        out.append(Trail(f * x0 + c, f * y0 + c, f * x1 + c, f * y1 + c, width * f, sig))
+        out.append(Trail(f * x0 + c, f * y0 + c, f * x1 + c, f * y1 + c, width * f, sig,
+                         halo * f))
     return out

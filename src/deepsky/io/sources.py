@@ -74,14 +74,29 @@ class FrameSource:
         """The whole frame as float32."""
         return self.read_rows(0, self.meta.height)
 
-    def _read_mapped(self, y0: int, y1: int) -> np.ndarray:
+    def read_region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Rows ``y0:y1`` and columns ``x0:x1`` (clipped to the frame) as new float32; only
+        those bytes are read from an uncompressed FITS file."""
+        y0 = max(0, int(y0))
+        y1 = min(self.meta.height, int(y1))
+        x0 = max(0, int(x0))
+        x1 = min(self.meta.width, int(x1))
+        if y1 <= y0 or x1 <= x0:
+            return np.zeros(self.meta.shape[:-2] + (max(0, y1 - y0), max(0, x1 - x0)),
+                            np.float32)
+        if self.offset is not None:
+            return self._read_mapped(y0, y1, x0, x1)
+        arr = self._decoded()
+        return np.array(arr[..., y0:y1, x0:x1], dtype=np.float32, copy=True)
+
+    def _read_mapped(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
         try:
             mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset,
                            shape=self.file_shape)
         except (OSError, ValueError) as err:
             raise InputError(self.path, f"cannot read the pixel data ({err})") from err
         try:
-            band = mm[..., y0:y1, :]
+            band = mm[..., y0:y1, x0:x1]
             out = band.astype(np.float32)
             if self.blank is not None:
                 bad = band == self.blank

@@ -17,6 +17,7 @@ from scipy.spatial import cKDTree
 from deepsky.config import Config
 from deepsky.detect.quality import choose_reference, select_frames
 from deepsky.errors import ConfigError, RegistrationError
+from deepsky.io.sources import FrameSource
 from deepsky.pipeline.analysis import FrameAnalysis
 from deepsky.register.match import refine_match
 from deepsky.register.phase import phase_correlate
@@ -30,6 +31,7 @@ class LightRecord:
 
     meta: FrameMeta
     analysis: FrameAnalysis
+    source: FrameSource | None = None
     status: str = "used"
     reason: str = ""
     registration: Registration | None = None

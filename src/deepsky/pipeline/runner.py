@@ -12,7 +12,10 @@ from typing import Any
 
 from deepsky.calibrate.plan import CalibrationPlan, plan_calibration
 from deepsky.config import Config
-from deepsky.errors import InputError, RegistrationError
+import numpy as np
+
+from deepsky.detect.quality import reference_score
+from deepsky.errors import InputError, RegistrationError, StackingError
 from deepsky.io.discover import Session, discover
 from deepsky.io.sources import FrameSource, open_source
 from deepsky.pipeline.analysis import FrameAnalysis, analyze_frame
@@ -21,6 +24,7 @@ from deepsky.pipeline.calibration import check_output_folder
 from deepsky.pipeline.progress import Reporter
 from deepsky.pipeline.records import write_frames_csv
 from deepsky.pipeline.registration import LightRecord, register_lights
+from deepsky.pipeline.stacking import StackGroup, _slug, stack_group
 from deepsky.types import FrameMeta
 
 
@@ -57,6 +61,7 @@ class Pipeline:
     plan: CalibrationPlan | None = None
     analyses: dict[str, FrameAnalysis] = field(default_factory=dict)
     groups: list[RegistrationGroup] = field(default_factory=list)
+    stacks: list[StackGroup] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -134,10 +139,10 @@ class Pipeline:
         if not self.analyses:
             self.analyze()
         by_geom: dict[tuple[Any, ...], list[LightRecord]] = defaultdict(list)
-        for m in self.session.lights:
+        for m, src in zip(self.session.lights, self.sources(self.session.lights)):
             a = self.analyses[str(m.path)]
             by_geom[(m.width, m.height, m.binning, m.channels, m.bayer or m.cfa)].append(
-                LightRecord(meta=m, analysis=a))
+                LightRecord(meta=m, analysis=a, source=src))
         t0 = time.perf_counter()
         self.groups = []
         n = sum(len(v) for v in by_geom.values())
@@ -171,6 +176,43 @@ class Pipeline:
         by_path = {str(r.meta.path): r for g in self.groups for r in g.records}
         lights = self.session.lights if self.session else []
         return [by_path[str(m.path)] for m in lights if str(m.path) in by_path]
+
+    def stack(self) -> list[StackGroup]:
+        """One stack per filter (and camera geometry), all on the reference's grid."""
+        if not self.groups:
+            self.register()
+        self.stacks = []
+        multi = len({(r.meta.filter or "").lower() for g in self.groups if g.ok
+                     for r in g.records if r.used}) > 1 or sum(g.ok for g in self.groups) > 1
+        t0 = time.perf_counter()
+        for g in self.groups:
+            if not g.ok:
+                continue
+            by_filter: dict[str, list[LightRecord]] = defaultdict(list)
+            for r in g.records:
+                by_filter[r.meta.filter or ""].append(r)
+            for flt, recs in by_filter.items():
+                used = [r for r in recs if r.used]
+                if not used:
+                    self.reporter.warn(f"no usable light for filter {flt or '(none)'}: no stack")
+                    continue
+                ref_rec = g.reference_record
+                if ref_rec in used:
+                    norm_ref = used.index(ref_rec)
+                else:
+                    scores = reference_score([r.analysis.quality for r in used])
+                    norm_ref = int(np.argmax(scores))
+                sg = StackGroup(name=flt, records=recs, norm_ref=norm_ref)
+                name = "stack.fits" if not multi else f"stack_{_slug(flt or 'nofilter')}.fits"
+                ref_shape = (ref_rec.meta.height, ref_rec.meta.width)
+                stack_group(sg, self.cfg, self.plan, out=self.out, cache_dir=self.cache_dir,
+                            backend=self.backend, reporter=self.reporter, ref_shape=ref_shape,
+                            filename=name)
+                self.stacks.append(sg)
+        self.timings["integrate"] = time.perf_counter() - t0
+        if not self.stacks:
+            raise StackingError("no stack could be made: no filter group has a usable light")
+        return self.stacks
 
     def write_frames(self) -> Path:
         return write_frames_csv(self.out / "frames.csv", self.records)

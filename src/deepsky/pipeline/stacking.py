@@ -1,0 +1,313 @@
+"""The integration stage: per filter, normalise, weight, find trails, stack tile by tile and
+write ``stack.fits`` with its weight, coverage and rejection maps."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepsky.config import Config
+from deepsky.errors import StackingError
+from deepsky.integrate import normalize, weights as weights_mod
+from deepsky.integrate.reject import combine
+from deepsky.integrate.stack import FrameInput, Integration, StackPlan, integrate, tile_grid
+from deepsky.integrate.trails import Trail, binned_transform, object_mask, trails_from_residual
+from deepsky.io.fits import write_fits
+from deepsky.parallel import resolve_workers
+from deepsky.pipeline.registration import LightRecord
+from deepsky.register.warp import warp_image
+from deepsky.types import Transform
+
+STACK_VERSION = "integrate v1"
+
+
+@dataclass
+class StackGroup:
+    """The lights of one filter (and camera geometry) integrated into one stack."""
+
+    name: str  # filter name, or "" for a single unnamed group
+    records: list[LightRecord]
+    norm_ref: int  # index into records of the normalisation reference
+    origin: tuple[int, int] = (0, 0)  # output grid origin in reference pixels (x, y)
+    shape: tuple[int, int] = (0, 0)  # output (H, W)
+    channels: int = 1
+    bayer: str | None = None
+    trails: dict[str, list[Trail]] = field(default_factory=dict)
+    method: str = ""
+    path: Path | None = None
+    exposure: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def used(self) -> list[LightRecord]:
+        return [r for r in self.records if r.used]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "stack"
+
+
+def choose_rejection(cfg: Config, n: int) -> tuple[str, float, float]:
+    """The rejection method for ``n`` frames ("auto": winsorized sigma with 5 or more frames,
+    MAD clipping with 3-4, plain mean below)."""
+    ic = cfg.integration
+    if ic.rejection != "auto":
+        return ic.rejection, ic.low, ic.high
+    if n >= 5:
+        return "winsorized", ic.low, ic.high
+    if n >= 3:
+        return "mad", max(ic.low, 4.0), max(ic.high, 4.0)
+    return "mean", ic.low, ic.high
+
+
+def _footprint_corners(t: Transform, w: int, h: int) -> np.ndarray:
+    return t.apply([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]])
+
+
+def output_frame(records: list[LightRecord], ref_shape: tuple[int, int], framing: str,
+                 autocrop: bool) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Origin (x, y) in reference pixels and shape (H, W) of the output grid."""
+    rh, rw = ref_shape
+    if framing == "reference" and not autocrop:
+        return (0, 0), (rh, rw)
+    if framing == "union":
+        pts = np.concatenate([_footprint_corners(r.registration.transform, r.meta.width,
+                                                 r.meta.height) for r in records])
+        x0, y0 = np.floor(pts.min(axis=0) + 0.5).astype(int)
+        x1, y1 = np.ceil(pts.max(axis=0) + 0.5).astype(int)
+    else:
+        x0, y0, x1, y1 = 0, 0, rw, rh
+    # Coverage on a coarse grid to crop (intersection: all frames; autocrop: half of them).
+    if framing == "intersection" or autocrop:
+        need = len(records) if framing == "intersection" else math.ceil(len(records) / 2)
+        f = 8
+        gw, gh = max(1, (x1 - x0) // f), max(1, (y1 - y0) // f)
+        gx, gy = np.meshgrid(x0 + (np.arange(gw) + 0.5) * f, y0 + (np.arange(gh) + 0.5) * f)
+        pts = np.stack([gx.ravel(), gy.ravel()], axis=1)
+        cov = np.zeros(len(pts), int)
+        for r in records:
+            p = r.registration.transform.inverse().apply(pts)
+            cov += ((p[:, 0] >= 0) & (p[:, 0] <= r.meta.width - 1) & (p[:, 1] >= 0)
+                    & (p[:, 1] <= r.meta.height - 1))
+        full = (cov >= need).reshape(gh, gw)
+        top, bottom, left, right = 0, gh, 0, gw
+        # Shrink the box from its worst edge until it is fully covered.
+        while top < bottom and left < right and not full[top:bottom, left:right].all():
+            sub = full[top:bottom, left:right]
+            edges = {"top": sub[0].mean(), "bottom": sub[-1].mean(), "left": sub[:, 0].mean(),
+                     "right": sub[:, -1].mean()}
+            worst = min(edges, key=edges.get)
+            if worst == "top":
+                top += 1
+            elif worst == "bottom":
+                bottom -= 1
+            elif worst == "left":
+                left += 1
+            else:
+                right -= 1
+        if top >= bottom or left >= right:
+            raise StackingError("the frames have no common area (intersection framing)")
+        x0, x1 = x0 + left * f, x0 + right * f
+        y0, y1 = y0 + top * f, y0 + bottom * f
+    return (int(x0), int(y0)), (int(y1 - y0), int(x1 - x0))
+
+
+def find_trails(group: StackGroup, inputs: list[FrameInput], cfg: Config, cache_dir: Path,
+                workers: int) -> dict[str, list[Trail]]:
+    """Trails of each frame: lines in its binned residual against a median provisional stack
+    (all on the binned output grid; the cube lives in a memory-mapped file)."""
+    used = group.used
+    n = len(used)
+    if n < 3:
+        return {}
+    f = used[0].analysis.lowres_factor
+    h, w = group.shape
+    hl, wl = h // f, w // f
+    shift = Transform.translation(-group.origin[0], -group.origin[1])
+    cube_path = cache_dir / f"provisional_{_slug(group.name)}.npy"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cube = np.lib.format.open_memmap(cube_path, mode="w+", dtype=np.float32, shape=(n, hl, wl))
+    lum_mul = []
+    for i, (r, fi) in enumerate(zip(used, inputs)):
+        low = np.load(r.analysis.lowres)
+        t = binned_transform(shift @ r.registration.transform, f)
+        # Nearest neighbour: no interpolation to blur a thin trail or correlate the noise.
+        warped, _ = warp_image(low, t, (hl, wl), method="nearest", clamp=False,
+                               fill=np.nan, parallel=False)
+        mul = float(np.mean(fi.mul))
+        add = float(np.mean(fi.add))
+        cube[i] = warped * mul + add
+        lum_mul.append(mul)
+    cube.flush()
+    provisional = np.empty((hl, wl), np.float32)
+    step = max(8, int(64 * 1024 * 1024 / max(1, n * wl * 4)))
+    for y0 in range(0, hl, step):
+        y1 = min(hl, y0 + step)
+        provisional[y0:y1] = combine(np.asarray(cube[:, y0:y1]), method="median",
+                                     workers=workers)[0]
+    mask = object_mask(provisional, grow=max(2, int(round(8 / f))))
+    out: dict[str, list[Trail]] = {}
+    for i, r in enumerate(used):
+        residual = np.asarray(cube[i]) - provisional
+        found = trails_from_residual(residual, factor=f, mask=mask,
+                                     threshold=cfg.integration.trail_threshold)
+        if found:
+            out[r.name] = found
+    del cube
+    try:
+        cube_path.unlink()
+    except OSError:
+        pass
+    return out
+
+
+def prepare_group(group: StackGroup, cfg: Config, plan_calibration: Any, *, remote: bool,
+                  ref_shape: tuple[int, int]) -> tuple[list[FrameInput], StackPlan]:
+    """Normalisation, weights, output frame and the per-frame inputs of a filter group."""
+    used = group.used
+    if not used:
+        raise StackingError(f"no usable light for filter {group.name or '(none)'}")
+    ic = cfg.integration
+    first = used[0].meta
+    if first.cfa == "xtrans":
+        raise StackingError(f"{first.path}: X-Trans sensors cannot be debayered by deepsky; "
+                            "convert the RAW files with a raw converter first")
+    is_cfa = first.cfa == "bayer" and first.channels == 1
+    group.channels = 3 if (is_cfa or first.channels == 3) else 1
+    group.bayer = first.bayer if is_cfa else None
+    group.origin, group.shape = output_frame(used, ref_shape, ic.framing, ic.autocrop)
+    ref_i = group.norm_ref
+    stats = [r.analysis.stats for r in used]
+    fr_ref = used[ref_i].flux_ratio if math.isfinite(used[ref_i].flux_ratio) else 1.0
+    ratios = [r.flux_ratio / fr_ref for r in used]
+    mul, add = normalize.coefficients(stats, ref_i, method=ic.normalization, flux_ratios=ratios)
+    noise_after = np.array([s.scale for s in stats]) * mul
+    wts = weights_mod.frame_weights(
+        method=ic.weighting, noise_after_norm=noise_after,
+        n_stars=np.array([r.analysis.quality.n_stars for r in used], float),
+        fwhm=np.array([r.analysis.quality.fwhm for r in used], float),
+        exposure=np.array([r.meta.exposure or np.nan for r in used], float))
+    shift = Transform.translation(-group.origin[0], -group.origin[1])
+    inputs = []
+    for r, m_, a_, w_ in zip(used, mul, add, wts):
+        cal, _k = plan_calibration.for_light(r.meta)
+        calibration: Any = cal
+        if remote and cal.spec is not None:
+            calibration = cal.spec
+        r.weight = float(w_)
+        inputs.append(FrameInput(
+            name=r.name,
+            source=r.source,
+            calibration=None if cal.empty else calibration,
+            transform=shift @ r.registration.transform,
+            dark_scale=r.analysis.dark_scale,
+            bayer=group.bayer,
+            mul=np.asarray(m_, np.float32) if group.channels == len(m_) else
+            np.full(group.channels, float(np.mean(m_)), np.float32),
+            add=np.asarray(a_, np.float32) if group.channels == len(a_) else
+            np.full(group.channels, float(np.mean(a_)), np.float32),
+            weight=float(w_),
+            cosmetic=cfg.calibration.cosmetic,
+        ))
+    method, low, high = choose_rejection(cfg, len(inputs))
+    group.method = method
+    debayer = cfg.calibration.debayer
+    if debayer in ("none", "superpixel"):
+        debayer = "rcd"  # integration needs full-resolution colour (Bayer drizzle aside)
+    plan = StackPlan(out_shape=group.shape, channels=group.channels, method=method, low=low,
+                     high=high, interpolation=cfg.registration.interpolation,
+                     clamp=cfg.registration.clamp, debayer=debayer,
+                     trail_margin=ic.trail_margin, memory_mb=cfg.run.memory_mb,
+                     tile_threads=1 if remote else resolve_workers(cfg.run.workers))
+    return inputs, plan
+
+
+def stack_header(group: StackGroup, cfg: Config, plan: StackPlan, ref: LightRecord,
+                 n_trails: int) -> tuple[dict[str, Any], list[str]]:
+    used = group.used
+    dates = [r.meta.date for r in used if r.meta.date is not None]
+    exp = sum(r.meta.exposure or 0.0 for r in used)
+    group.exposure = exp
+    cards: dict[str, Any] = {
+        "IMAGETYP": "Master Light",
+        "NCOMBINE": len(used),
+        "EXPTIME": exp,
+        "EXPOSURE": exp,
+        "STACKCNT": len(used),
+        "REFFRAME": ref.name[:68],
+        "XORIGIN": group.origin[0],
+        "YORIGIN": group.origin[1],
+        "NTRAILS": n_trails,
+    }
+    if group.name:
+        cards["FILTER"] = group.name
+    if dates:
+        cards["DATE-BEG"] = min(dates).strftime("%Y-%m-%dT%H:%M:%S")
+        cards["DATE-END"] = max(dates).strftime("%Y-%m-%dT%H:%M:%S")
+        cards["DATE-OBS"] = cards["DATE-BEG"]
+    m = ref.meta
+    for key, val in (("INSTRUME", m.instrument), ("TELESCOP", m.telescope),
+                     ("OBJECT", m.object), ("FOCALLEN", m.focal_length),
+                     ("XPIXSZ", m.pixel_size)):
+        if val is not None:
+            cards[key] = val
+    ic = cfg.integration
+    hist = [
+        f"{STACK_VERSION}: {len(used)} of {len(group.records)} lights, reference {ref.name}",
+        f"{STACK_VERSION}: normalisation {ic.normalization}, weights {ic.weighting}",
+        f"{STACK_VERSION}: rejection {plan.method} low {plan.low:g} high {plan.high:g}",
+        f"{STACK_VERSION}: {plan.interpolation} interpolation"
+        + (" (clamped)" if plan.clamp else ""),
+        f"{STACK_VERSION}: {n_trails} trail(s) masked",
+    ]
+    if group.bayer:
+        hist.append(f"{STACK_VERSION}: debayered with {plan.debayer} (pattern {group.bayer})")
+    return cards, hist
+
+
+def write_stack(path: Path, result: Integration, group: StackGroup, cards: dict[str, Any],
+                history: list[str]) -> Path:
+    data = result.data if group.channels == 3 else result.data[0]
+    low = result.rejected_low if group.channels == 3 else result.rejected_low[0]
+    high = result.rejected_high if group.channels == 3 else result.rejected_high[0]
+    write_fits(path, data, cards=cards, history=history, extensions=[
+        ("WEIGHT", result.weight, {"COMMENT": "sum of the weights of the frames covering"}),
+        ("COVERAGE", result.used, {"COMMENT": "samples kept per pixel"}),
+        ("REJ_LOW", low, {"COMMENT": "samples rejected low per pixel"}),
+        ("REJ_HIGH", high, {"COMMENT": "samples rejected high per pixel"}),
+    ])
+    return path
+
+
+def stack_group(group: StackGroup, cfg: Config, plan_cal: Any, *, out: Path, cache_dir: Path,
+                backend: Any, reporter: Any, ref_shape: tuple[int, int], filename: str
+                ) -> tuple[Path, Integration]:
+    inputs, plan = prepare_group(group, cfg, plan_cal, remote=backend.remote,
+                                 ref_shape=ref_shape)
+    if cfg.integration.trails:
+        with reporter.stage("trails"):
+            group.trails = find_trails(group, inputs, cfg, cache_dir, backend.workers)
+        for r in group.used:
+            r.extra["trails"] = group.trails.get(r.name, [])
+        if group.trails:
+            inputs = [dataclasses.replace(fi, trails=tuple(group.trails.get(fi.name, ())))
+                      for fi in inputs]
+        for name, ts in group.trails.items():
+            for t in ts:
+                reporter.detail(f"trail in {name}: ({t.x0:.0f},{t.y0:.0f})-({t.x1:.0f},{t.y1:.0f}) "
+                                f"width {t.width:.1f} px, {t.significance:.0f} sigma")
+    n_tiles = len(tile_grid(plan, len(inputs)))
+    with reporter.stage(f"integrate {group.name}".strip(), total=n_tiles) as step:
+        result = integrate(inputs, plan, backend, progress=step.advance)
+    n_trails = sum(len(v) for v in group.trails.values())
+    ref = group.used[group.norm_ref]
+    cards, hist = stack_header(group, cfg, plan, ref, n_trails)
+    path = write_stack(out / filename, result, group, cards, hist)
+    group.path = path
+    return path, result
