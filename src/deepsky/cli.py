@@ -229,7 +229,25 @@ def cmd_stack(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from deepsky.pipeline.demo import run_demo
 
-    return run_demo(Path(args.out), workers=_workers(args), force=args.force)
+    return run_demo(Path(args.out), workers=args.workers, force=args.force,
+                    reporter=_reporter(args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from deepsky.pipeline.run import run_pipeline
+
+    cfg = _config(args)
+    if args.scheduler:
+        from deepsky.config import config_from_dict, config_to_dict
+
+        d = config_to_dict(cfg)
+        d["run"]["scheduler"] = args.scheduler
+        cfg = config_from_dict(d)
+    res = run_pipeline(Path(args.session), Path(args.out), cfg, reporter=_reporter(args))
+    print(f"done: results in {Path(args.out)}")
+    for p in res.outputs:
+        print(f"  {p}")
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,11 +352,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a setting, e.g. --set calibration.debayer=bilinear")
     p.set_defaults(func=cmd_config)
 
+    p = sub.add_parser("run", help="the whole pipeline: raw frames to finished images and a "
+                                   "report", description="Run the whole pipeline")
+    p.add_argument("session", help="session folder")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--scheduler", help="threads, processes or tcp://HOST:PORT (Dask)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("demo", help="simulate a small colour session and run the pipeline on it")
     p.add_argument("--out", default="deepsky-demo", help="folder for the session and results "
                                                          "(default ./deepsky-demo)")
     p.add_argument("--workers", type=int, default=0, help="parallel workers (0 = all cores)")
     p.add_argument("--force", action="store_true", help="replace an existing demo folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and results")
+    p.add_argument("-v", "--verbose", action="store_true", help="print details of each step")
     p.set_defaults(func=cmd_demo)
     return parser
 

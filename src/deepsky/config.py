@@ -138,6 +138,9 @@ class IntegrationConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    scheduler: str = setting(
+        "threads", "Where per-frame and per-tile work runs: threads (this process), "
+        "processes (a local Dask cluster) or tcp://HOST:PORT (an existing Dask scheduler)")
     workers: int = setting(0, "Parallel workers for per-frame work (0 = number of CPU cores)",
                            min=0, max=1024)
     memory_mb: int = setting(

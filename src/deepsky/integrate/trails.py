@@ -379,6 +379,18 @@ def trails_from_residual(residual: np.ndarray, *, factor: int, mask: np.ndarray 
     """
     if mask is not None:
         residual = np.where(mask, np.float32(np.nan), residual)
+    max_width = max(2.0, max_width_px / factor)
+    # Remove what is smooth (sky gradients that changed during the night, vignetting
+    # residuals): a trail is narrower than the mesh by far and survives.
+    finite = np.isfinite(residual)
+    if finite.sum() > 1000:
+        from deepsky.detect.background import estimate_background
+
+        box = int(max(16, 4 * max_width))
+        if min(residual.shape) >= 2 * box:
+            bkg = estimate_background(np.where(finite, residual, 0).astype(np.float32),
+                                      mask=~finite, box=box)
+            residual = residual - bkg.level()
     v = residual[np.isfinite(residual)]
     if v.size < 100:
         return []
@@ -392,7 +404,7 @@ def trails_from_residual(residual: np.ndarray, *, factor: int, mask: np.ndarray 
     out = []
     for x0, y0, x1, y1, width, halo, sig in find_trails(
             z, min_length=min_len, threshold=threshold, max_trails=max_trails,
-            max_width=max(2.0, max_width_px / factor)):
+            max_width=max_width):
         f = factor
         c = (f - 1) / 2
         out.append(Trail(f * x0 + c, f * y0 + c, f * x1 + c, f * y1 + c, width * f, sig,

@@ -1,0 +1,421 @@
+"""numba kernels of star detection: peak finding, elliptical Gaussian fits, measurements.
+
+All kernels are serial and release the GIL (``nogil=True``), so frames can be processed in
+parallel by a thread pool. Coordinates are 0-based ``(x = column, y = row)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Parameter vector of the elliptical Gaussian fitted to a star, for images of ``nch``
+# channels (1 for mono; 3 for a Bayer mosaic, where each pixel sees one channel):
+#   model(x, y) = bg[c] + amp[c] * exp(-0.5 * (A dx^2 + 2 B dx dy + C dy^2)),  c = chan(x, y)
+# p = [x, y, A, B, C, bg[0..nch-1], amp[0..nch-1]]
+X, Y, A, B, C = range(5)
+BG0 = 5
+NPMAX = 11
+
+
+def amp0(nch: int) -> int:
+    """Index of the first amplitude in the parameter vector."""
+    return BG0 + nch
+
+
+# status codes of a fit
+FIT_OK = 0
+FIT_FAILED = 1
+
+
+@njit(cache=True, nogil=True)
+def select_peaks(sm, cx, cy, level, rms, thresh, border, min_area, bad,
+                 has_bad):  # pragma: no cover - numba
+    """Which candidate pixels ``(cx, cy)`` (from a 3x3 dilation test) are true peaks.
+
+    A peak is a strict maximum against its earlier (raster order) neighbours and ``>=`` the
+    later ones, so a plateau gives one peak; it stands more than ``thresh * rms`` above
+    ``level`` (``thresh`` already in units of the smoothed noise), has ``min_area`` pixels of
+    its 3x3 neighbourhood above that threshold, lies ``border`` pixels from the edges and is
+    not excluded (``bad & 1``).
+    """
+    h, w = sm.shape
+    n = cx.shape[0]
+    keep = np.zeros(n, np.bool_)
+    for i in range(n):
+        x = cx[i]
+        y = cy[i]
+        if x < border or y < border or x >= w - border or y >= h - border:
+            continue
+        v = sm[y, x]
+        if not (v > sm[y, x - 1] and v >= sm[y, x + 1] and v > sm[y - 1, x - 1]
+                and v > sm[y - 1, x] and v > sm[y - 1, x + 1] and v >= sm[y + 1, x - 1]
+                and v >= sm[y + 1, x] and v >= sm[y + 1, x + 1]):
+            continue
+        t = level[i] + thresh * rms[i]
+        if v <= t:
+            continue
+        if has_bad and (bad[y, x] & 1):
+            continue
+        area = 0
+        for dy in range(-1, 2):
+            for dx in range(-1, 2):
+                if sm[y + dy, x + dx] > t:
+                    area += 1
+        keep[i] = area >= min_area
+    return keep
+
+
+@njit(cache=True, nogil=True)
+def peak_sharpness(img, xs, ys, level):  # pragma: no cover - numba
+    """``max / sum`` of the background-subtracted 3x3 pixels around the brightest pixel
+    near each integer position: about 1 for a lone hot pixel, 0.35 for a FWHM 1.5 px star."""
+    h, w = img.shape
+    n = xs.shape[0]
+    out = np.full(n, np.nan)
+    for i in range(n):
+        bx = xs[i]
+        by = ys[i]
+        bv = -np.inf
+        for yy in range(max(ys[i] - 1, 0), min(ys[i] + 2, h)):
+            for xx in range(max(xs[i] - 1, 0), min(xs[i] + 2, w)):
+                if img[yy, xx] > bv:
+                    bv = img[yy, xx]
+                    bx = xx
+                    by = yy
+        tot = 0.0
+        for yy in range(max(by - 1, 0), min(by + 2, h)):
+            for xx in range(max(bx - 1, 0), min(bx + 2, w)):
+                tot += img[yy, xx] - level[i]
+        if tot > 0:
+            out[i] = (bv - level[i]) / tot
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _gauss(p, nch, c, dx, dy):  # pragma: no cover - numba
+    return p[BG0 + nch + c] * np.exp(-0.5 * (p[A] * dx * dx + 2.0 * p[B] * dx * dy
+                                             + p[C] * dy * dy))
+
+
+@njit(cache=True, nogil=True)
+def _chol_solve(M, g, n):  # pragma: no cover - numba
+    L = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1):
+            s = M[i, j]
+            for k in range(j):
+                s -= L[i, k] * L[j, k]
+            if i == j:
+                if s <= 0.0:
+                    return np.zeros(n), False
+                L[i, i] = np.sqrt(s)
+            else:
+                L[i, j] = s / L[j, j]
+    z = np.empty(n)
+    for i in range(n):
+        s = g[i]
+        for k in range(i):
+            s -= L[i, k] * z[k]
+        z[i] = s / L[i, i]
+    x = np.empty(n)
+    for i in range(n - 1, -1, -1):
+        s = z[i]
+        for k in range(i + 1, n):
+            s -= L[k, i] * x[k]
+        x[i] = s / L[i, i]
+    return x, True
+
+
+@njit(cache=True, nogil=True)
+def _eval(d, wt, px, py, pc, m, p, nch, e):  # pragma: no cover - numba
+    """chi2 of ``p``; stores the Gaussian profile of each pixel in ``e``."""
+    chi = 0.0
+    for k in range(m):
+        dx = px[k] - p[X]
+        dy = py[k] - p[Y]
+        ek = np.exp(-0.5 * (p[A] * dx * dx + 2.0 * p[B] * dx * dy + p[C] * dy * dy))
+        e[k] = ek
+        c = pc[k]
+        r = d[k] - p[BG0 + c] - p[BG0 + nch + c] * ek
+        chi += wt[k] * r * r
+    return chi
+
+
+@njit(cache=True, nogil=True)
+def _valid(p, nch, cw):  # pragma: no cover - numba
+    amp = 0.0
+    for c in range(nch):
+        amp += cw[c] * p[BG0 + nch + c]
+    return amp > 0.0 and p[A] > 0.0 and p[C] > 0.0 and p[A] * p[C] - p[B] * p[B] > 0.0
+
+
+@njit(cache=True, nogil=True)
+def fit_gaussian(d, wt, px, py, pc, m, p, nch, cw, maxiter, tol):  # pragma: no cover - numba
+    """Levenberg-Marquardt fit of an elliptical Gaussian plus a constant per channel.
+
+    ``d, wt, px, py, pc`` are the first ``m`` pixels' values, weights (0 = left out),
+    coordinates and channels; ``p`` holds the starting point and receives the result;
+    ``cw`` the share of pixels of each channel (the mean amplitude ``sum(cw * amp)`` must
+    stay positive). Iterates until the centre moves less than ``tol`` pixels. Returns True
+    when the fit converged to a valid Gaussian.
+    """
+    npar = BG0 + 2 * nch
+    M = np.empty((npar, npar))
+    Md = np.empty((npar, npar))
+    g = np.empty(npar)
+    J = np.empty(7)
+    idx = np.empty(7, np.int64)
+    pn = np.empty(npar)
+    e = np.empty(m)
+    en = np.empty(m)
+    lam = 1e-3
+    chi = _eval(d, wt, px, py, pc, m, p, nch, e)
+    converged = False
+    for _ in range(maxiter):
+        M[:, :] = 0.0
+        g[:] = 0.0
+        for k in range(m):
+            wk = wt[k]
+            if wk == 0.0:
+                continue
+            c = pc[k]
+            dx = px[k] - p[X]
+            dy = py[k] - p[Y]
+            ek = e[k]
+            ae = p[BG0 + nch + c] * ek
+            r = d[k] - p[BG0 + c] - ae
+            # the 7 parameters this pixel depends on
+            J[0] = ae * (p[A] * dx + p[B] * dy)
+            J[1] = ae * (p[B] * dx + p[C] * dy)
+            J[2] = -0.5 * ae * dx * dx
+            J[3] = -ae * dx * dy
+            J[4] = -0.5 * ae * dy * dy
+            J[5] = 1.0
+            J[6] = ek
+            idx[0] = X
+            idx[1] = Y
+            idx[2] = A
+            idx[3] = B
+            idx[4] = C
+            idx[5] = BG0 + c
+            idx[6] = BG0 + nch + c
+            for a in range(7):
+                wja = wk * J[a]
+                ia = idx[a]
+                g[ia] += wja * r
+                for b in range(a + 1):
+                    M[ia, idx[b]] += wja * J[b]
+        # M was filled on one side of the diagonal per pair; symmetrise
+        for a in range(npar):
+            for b in range(a):
+                v = M[a, b] + M[b, a]
+                M[a, b] = v
+                M[b, a] = v
+        accepted = False
+        while lam < 1e7:
+            for a in range(npar):
+                for b in range(npar):
+                    Md[a, b] = M[a, b]
+                Md[a, a] = M[a, a] * (1.0 + lam) + 1e-12
+            step, ok = _chol_solve(Md, g, npar)
+            if ok:
+                for a in range(npar):
+                    pn[a] = p[a] + step[a]
+                if _valid(pn, nch, cw):
+                    chin = _eval(d, wt, px, py, pc, m, pn, nch, en)
+                    if chin <= chi:
+                        converged = abs(step[X]) < tol and abs(step[Y]) < tol
+                        p[:npar] = pn
+                        e, en = en, e
+                        chi = chin
+                        lam = max(lam * 0.1, 1e-9)
+                        accepted = True
+                        break
+            lam *= 10.0
+        if not accepted:
+            # no step lowers chi2 any more: a minimum (within numerical precision)
+            converged = True
+            break
+        if converged:
+            break
+    return converged and _valid(p, nch, cw)
+
+
+@njit(cache=True, nogil=True)
+def fit_pass(img, chan, nch, bad, has_bad, params, prev, rad, todo, nbr_ptr, nbr_idx, status,
+             maxiter, max_shift):  # pragma: no cover - numba
+    """Fit the stars listed in ``todo``, each on its own stamp of radius ``rad[i]``.
+
+    ``chan[(y % 2) * 2 + x % 2]`` is the channel of pixel (x, y) (all 0 for mono).
+    ``params[i]`` holds the starting point and receives the fit. Light of the neighbours
+    ``nbr_idx[nbr_ptr[i]:nbr_ptr[i+1]]`` is subtracted with their models in ``prev`` (so a
+    second pass deblends close pairs, Jacobi style). Pixels with ``bad & 3`` (excluded or
+    saturated) are not fitted. ``status[i]`` is FIT_OK or FIT_FAILED.
+    """
+    h, w = img.shape
+    npar = BG0 + 2 * nch
+    cw = np.zeros(nch)
+    for k in range(4):
+        cw[chan[k]] += 0.25
+    maxr = 0
+    for i in todo:
+        maxr = max(maxr, rad[i])
+    size = (2 * maxr + 1) ** 2
+    d = np.empty(size)
+    wt = np.empty(size)
+    px = np.empty(size)
+    py = np.empty(size)
+    pc = np.empty(size, np.int64)
+    p = np.empty(npar)
+    for i in todo:
+        r = rad[i]
+        cx = int(np.floor(params[i, X] + 0.5))
+        cy = int(np.floor(params[i, Y] + 0.5))
+        x0 = max(cx - r, 0)
+        x1 = min(cx + r + 1, w)
+        y0 = max(cy - r, 0)
+        y1 = min(cy + r + 1, h)
+        m = 0
+        ngood = 0
+        for yy in range(y0, y1):
+            for xx in range(x0, x1):
+                dxc = xx - cx
+                dyc = yy - cy
+                if dxc * dxc + dyc * dyc > (r + 0.5) * (r + 0.5):
+                    continue
+                c = chan[(yy & 1) * 2 + (xx & 1)]
+                v = img[yy, xx]
+                for q in range(nbr_ptr[i], nbr_ptr[i + 1]):
+                    j = nbr_idx[q]
+                    v -= _gauss(prev[j], nch, c, xx - prev[j, X], yy - prev[j, Y])
+                good = np.isfinite(v) and not (has_bad and (bad[yy, xx] & 3) != 0)
+                d[m] = v if good else 0.0
+                wt[m] = 1.0 if good else 0.0
+                px[m] = xx - cx
+                py[m] = yy - cy
+                pc[m] = c
+                m += 1
+                if good:
+                    ngood += 1
+        for a in range(npar):
+            p[a] = params[i, a]
+        p[X] -= cx
+        p[Y] -= cy
+        x_start = p[X]
+        y_start = p[Y]
+        ok = ngood >= 3 * npar and fit_gaussian(d, wt, px, py, pc, m, p, nch, cw, maxiter,
+                                                1e-4)
+        if ok and (p[X] - x_start) ** 2 + (p[Y] - y_start) ** 2 > max_shift * max_shift:
+            ok = False
+        if ok:
+            p[X] += cx
+            p[Y] += cy
+            for a in range(npar):
+                params[i, a] = p[a]
+            status[i] = FIT_OK
+        else:
+            status[i] = FIT_FAILED
+
+
+@njit(cache=True, nogil=True)
+def peak_and_saturation(img, chan, nch, bad, has_bad, params):  # pragma: no cover - numba
+    """Highest pixel above its channel's fitted background within 1.5 px of each centre,
+    and whether a saturated pixel (``bad & 2``) lies there."""
+    n = params.shape[0]
+    h, w = img.shape
+    peak = np.full(n, np.nan)
+    sat = np.zeros(n, np.bool_)
+    for i in range(n):
+        xc = params[i, X]
+        yc = params[i, Y]
+        cx = int(np.floor(xc + 0.5))
+        cy = int(np.floor(yc + 0.5))
+        best = -np.inf
+        for yy in range(max(cy - 2, 0), min(cy + 3, h)):
+            for xx in range(max(cx - 2, 0), min(cx + 3, w)):
+                if (xx - xc) ** 2 + (yy - yc) ** 2 > 2.25:
+                    continue
+                if has_bad and (bad[yy, xx] & 2):
+                    sat[i] = True
+                v = img[yy, xx] - params[i, BG0 + chan[(yy & 1) * 2 + (xx & 1)]]
+                if v > best:
+                    best = v
+        peak[i] = best
+    return peak, sat
+
+
+@njit(cache=True, nogil=True)
+def measure(mimg, xs, ys, bg, nbr_ptr, nbr_idx, namp, na, nb, nc, hfr_rad):  # pragma: no cover
+    """Sharpness and half-flux radius of each star on the (mono) measure image ``mimg``.
+
+    ``xs, ys`` are the centres and ``bg`` the local background in ``mimg``; neighbours'
+    light is removed with their Gaussian models ``namp * exp(-0.5 (na dx^2 + 2 nb dx dy +
+    nc dy^2))``. The sharpness is ``max / sum`` of the background-subtracted 3x3 pixels
+    around the brightest pixel near the centre (hot pixels and cosmic rays are near 1); the
+    half-flux radius is measured within ``hfr_rad[i]`` from a radial profile in 0.2 px bins.
+    """
+    n = xs.shape[0]
+    h, w = mimg.shape
+    sharp = np.full(n, np.nan)
+    hfr = np.full(n, np.nan)
+    maxr = 1
+    for i in range(n):
+        maxr = max(maxr, int(np.ceil(hfr_rad[i])))
+    size = (2 * maxr + 1) ** 2
+    rr = np.empty(size)
+    ff = np.empty(size)
+    for i in range(n):
+        xc = xs[i]
+        yc = ys[i]
+        cx = int(np.floor(xc + 0.5))
+        cy = int(np.floor(yc + 0.5))
+        bx, by = cx, cy
+        bv = -np.inf
+        for yy in range(max(cy - 1, 0), min(cy + 2, h)):
+            for xx in range(max(cx - 1, 0), min(cx + 2, w)):
+                if mimg[yy, xx] > bv:
+                    bv = mimg[yy, xx]
+                    bx, by = xx, yy
+        tot = 0.0
+        for yy in range(max(by - 1, 0), min(by + 2, h)):
+            for xx in range(max(bx - 1, 0), min(bx + 2, w)):
+                tot += mimg[yy, xx] - bg[i]
+        if tot > 0:
+            sharp[i] = (bv - bg[i]) / tot
+        R = hfr_rad[i]
+        ir = int(np.ceil(R))
+        m = 0
+        for yy in range(max(cy - ir, 0), min(cy + ir + 1, h)):
+            for xx in range(max(cx - ir, 0), min(cx + ir + 1, w)):
+                r = np.sqrt((xx - xc) ** 2 + (yy - yc) ** 2)
+                if r > R:
+                    continue
+                v = mimg[yy, xx] - bg[i]
+                if not np.isfinite(v):
+                    continue
+                for q in range(nbr_ptr[i], nbr_ptr[i + 1]):
+                    j = nbr_idx[q]
+                    dx = xx - xs[j]
+                    dy = yy - ys[j]
+                    v -= namp[j] * np.exp(-0.5 * (na[j] * dx * dx + 2.0 * nb[j] * dx * dy
+                                                  + nc[j] * dy * dy))
+                rr[m] = r
+                ff[m] = v
+                m += 1
+        if m > 0:
+            nbin = int(R / 0.2) + 2
+            prof = np.zeros(nbin)
+            total = 0.0
+            for k in range(m):
+                prof[int(rr[k] / 0.2)] += ff[k]
+                total += ff[k]
+            if total > 0:
+                half = 0.5 * total
+                acc = 0.0
+                for k in range(nbin):
+                    if acc + prof[k] >= half and prof[k] > 0:
+                        hfr[i] = 0.2 * (k + (half - acc) / prof[k])
+                        break
+                    acc += prof[k]
+    return sharp, hfr

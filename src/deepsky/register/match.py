@@ -1,0 +1,435 @@
+"""Star matching between a frame and the reference: asterisms, hypotheses, refinement.
+
+:func:`match_stars` finds which frame star is which reference star without knowing the
+transform (any translation, any rotation including a 180-degree meridian flip, a mirror,
+and a scale within ``scale_range``):
+
+1. Triangles are formed among the brightest stars of each list: each star with pairs of
+   its 6 nearest neighbours; when one list has at most 25 stars, all its triangles against
+   all triangles of the other list's 50 brightest (a short exposure's few stars need not
+   be the reference's very brightest). A
+   triangle's invariants are its sorted side ratios ``(a/c, b/c)``: unchanged by translation,
+   rotation, scale and mirror. Its vertices are ordered by the opposite side.
+2. Triangles with close invariants (a KD-tree query) give candidate correspondences; each
+   gives a similarity transform (mirrored when the triangle's orientation flips).
+3. Candidates are voted in transform space (rotation, scale, translation); those of the
+   most-voted cells are tried first. A hypothesis scores the number of bright frame stars
+   that land within ``tolerance`` of a reference star; the best one wins.
+4. :func:`refine_match` predicts *all* frame stars with the current transform, pairs each
+   with the nearest reference star within a tolerance that shrinks with the residual,
+   fits ``model`` (a simpler model when there are too few pairs, see
+   :func:`~deepsky.register.transform.simplest_model`), sigma-clips, and repeats until the
+   pairs stop changing.
+5. A match is accepted when it has ``min_matches`` pairs and its number of false alarms
+   (``NFA``: hypotheses tried x the binomial probability that as many stars beyond the
+   triangle land by chance within the tolerance) is below ``max_nfa``. With sparse fields
+   this accepts 4-6 tight pairs, where a fixed minimum of 10 (Siril) would fail.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+from scipy.spatial import cKDTree
+from scipy.stats import binom
+
+from deepsky.errors import ConfigError, RegistrationError
+from deepsky.register.transform import MODELS, fit_model, fit_transform, simplest_model
+from deepsky.types import Transform
+
+__all__ = ["Match", "match_stars", "refine_match"]
+
+
+@dataclass(frozen=True, eq=False)
+class Match:
+    """Outcome of matching two star lists.
+
+    ``src_index[k]`` and ``dst_index[k]`` are a matched pair (indices into the lists given);
+    ``transform`` maps the frame (src) onto the reference (dst), fitted with ``model`` over
+    all pairs; ``rms_px`` is the RMS distance of the pairs after the fit. ``ok`` is False
+    when no trustworthy match was found, with ``reason`` saying why and the identity
+    transform (the rejected pairs are kept for diagnosis).
+    """
+
+    transform: Transform
+    src_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    dst_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    model: str = "shift"
+    rms_px: float = float("nan")
+    ok: bool = False
+    reason: str = ""
+    nfa: float = float("inf")
+    n_hypotheses: int = 0
+
+    @property
+    def n_matches(self) -> int:
+        return len(self.src_index)
+
+
+def match_stars(
+    src_xy: Any,
+    dst_xy: Any,
+    *,
+    model: str = "homography",
+    src_sigma: Any = None,
+    dst_sigma: Any = None,
+    max_stars: int = 150,
+    tolerance: float = 2.0,
+    min_matches: int = 4,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    allow_mirror: bool = True,
+    max_nfa: float = 1e-3,
+    min_pairs: dict[str, int] | None = None,
+) -> Match:
+    """Match two star lists (brightest first) and fit the transform between them.
+
+    Parameters
+    ----------
+    src_xy, dst_xy : array_like, shape (N, 2) and (M, 2)
+        Star positions of the frame and of the reference, brightest first.
+    model : {"shift", "similarity", "affine", "homography"}
+        The most flexible model fitted at the end (simpler when pairs are few).
+    src_sigma, dst_sigma : array_like, optional
+        Centroid uncertainty of each star in pixels; pairs are weighted by
+        ``1 / (src_sigma**2 + dst_sigma**2)`` in the final fits. Unweighted when omitted.
+    max_stars : int
+        Brightest stars of each list used to find the asterism match (all are used in the
+        refinement).
+    tolerance : float
+        Largest distance in pixels between a predicted frame star and its reference star
+        while searching (the refinement tightens it to about 5 x the residual).
+    min_matches : int
+        Fewest pairs of an accepted match (at least 3).
+    scale_range : (float, float)
+        Allowed frame-to-reference scale.
+    allow_mirror : bool
+        Accept mirrored solutions (a frame flipped left-right or a diagonal flip).
+    max_nfa : float
+        Largest expected number of false alarms of an accepted match.
+    min_pairs : dict, optional
+        Pairs each model needs before it is used (see ``simplest_model``).
+
+    Returns
+    -------
+    Match
+        ``ok`` False (with the reason) when no match passes; never raises for that.
+    """
+    src = _as_xy(src_xy, "src_xy")
+    dst = _as_xy(dst_xy, "dst_xy")
+    if model not in MODELS:
+        raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    if min_matches < 3:
+        raise ConfigError(f"min_matches must be at least 3, got {min_matches!r}")
+    if not (0 < scale_range[0] <= 1.0 <= scale_range[1]):
+        raise ConfigError(f"scale_range must be (lo <= 1 <= hi), got {scale_range!r}")
+    s_sig = _as_sigma(src_sigma, len(src), "src_sigma")
+    d_sig = _as_sigma(dst_sigma, len(dst), "dst_sigma")
+    fail = Match(Transform.identity(), ok=False)
+    n_s, n_d = len(src), len(dst)
+    if min(n_s, n_d) < 3:
+        return _replace(fail, reason=f"too few stars to match ({n_s} in the frame, {n_d} in "
+                                     f"the reference; need 3)")
+    n = min(n_s, n_d, max_stars)
+    if n <= _ALL_TRIANGLES:
+        # a sparse list (short exposure, thin clouds): all its triangles, against all the
+        # triangles of the other list's brightest stars (which need not rank the same)
+        k = _DEEP_SPARSE
+        ts = _Triangles(src[: n if n_s <= n_d else min(n_s, k)], all_triangles=True)
+        td = _Triangles(dst[: n if n_d < n_s else min(n_d, k)], all_triangles=True)
+    else:
+        depth = min(int(1.5 * n) + 5, max_stars)
+        ts = _Triangles(src[: min(n_s, depth)])
+        td = _Triangles(dst[: min(n_d, depth)])
+    if len(ts.inv) == 0 or len(td.inv) == 0:
+        return _replace(fail, reason="no usable star triangles (stars too close together)")
+    cand = _candidates(ts, td, eps=0.015)
+    if len(cand) == 0:
+        return _replace(fail, reason="no matching star triangles between frame and reference")
+    # score hypotheses against the brightest stars
+    src_b = src[:max_stars]
+    dst_b = dst[: min(n_d, 2 * max_stars)]
+    tree_b = cKDTree(dst_b)
+    best, tried = _search(ts, td, cand, src_b, tree_b, tolerance, scale_range, allow_mirror,
+                          min_matches)
+    if best is None:
+        return _replace(fail, reason="no asterism hypothesis matched more than 3 stars",
+                        n_hypotheses=tried)
+    t0, count = best
+    # false-alarm odds of the best hypothesis: stars beyond the triangle's 3 that land within
+    # the tolerance of one of dst_b's stars by chance
+    area = _area(dst_b)
+    p = min(1.0, len(dst_b) * math.pi * tolerance ** 2 / area)
+    extra = count - 3
+    nfa = float(tried * binom.sf(extra - 1, max(len(src_b) - 3, 1), p)) if extra > 0 else np.inf
+    refined = refine_match(src, dst, t0, model=model, src_sigma=s_sig, dst_sigma=d_sig,
+                           tolerance=tolerance, min_pairs=min_pairs)
+    refined = _replace(refined, nfa=nfa, n_hypotheses=tried)
+    if refined.n_matches < min_matches:
+        return _replace(refined, ok=False, transform=Transform.identity(), reason=(
+            f"only {refined.n_matches} stars matched (need {min_matches})"))
+    if nfa > max_nfa:
+        return _replace(refined, ok=False, transform=Transform.identity(), reason=(
+            f"match not significant: {count} stars agree, {nfa:.2g} false alarms expected "
+            f"(max {max_nfa:g})"))
+    return _replace(refined, ok=True, reason="")
+
+
+def refine_match(
+    src_xy: Any,
+    dst_xy: Any,
+    initial: Transform,
+    *,
+    model: str = "homography",
+    src_sigma: Any = None,
+    dst_sigma: Any = None,
+    tolerance: float = 2.0,
+    clip: float = 3.5,
+    max_iter: int = 12,
+    min_pairs: dict[str, int] | None = None,
+    alpha: float = 1e-3,
+) -> Match:
+    """Pair every frame star with its nearest reference star under a transform, and refit.
+
+    Iterates: predict the frame stars with the current transform; pair each with the
+    nearest reference star within the current tolerance (one-to-one, closest first); fit
+    the simplest model up to ``model`` that the pairs call for
+    (:func:`~deepsky.register.transform.fit_model`: enough pairs, and an F-test at level
+    ``alpha`` against the simpler model) weighted by the centroid uncertainties; drop pairs whose normalised residual exceeds ``clip`` robust standard
+    deviations; shrink the tolerance to 5 x the residual RMS (at least 0.75 px); stop when
+    the pairs no longer change.
+
+    Parameters
+    ----------
+    src_xy, dst_xy : array_like
+        Frame and reference star positions.
+    initial : Transform
+        Starting frame-to-reference transform (from asterisms, phase correlation, or a
+        previous frame).
+    model, src_sigma, dst_sigma, tolerance, min_pairs
+        As in :func:`match_stars`.
+    clip : float
+        Sigma-clipping threshold on normalised residuals.
+    max_iter : int
+        Most iterations.
+    alpha : float
+        Significance level for taking a more flexible model.
+
+    Returns
+    -------
+    Match
+        ``ok`` is True when at least 3 pairs remain; ``nfa`` is not computed here.
+    """
+    src = _as_xy(src_xy, "src_xy")
+    dst = _as_xy(dst_xy, "dst_xy")
+    s_sig = _as_sigma(src_sigma, len(src), "src_sigma")
+    d_sig = _as_sigma(dst_sigma, len(dst), "dst_sigma")
+    if len(src) == 0 or len(dst) == 0:
+        return Match(initial, ok=False, reason="no stars to pair")
+    tree = cKDTree(dst)
+    t = initial
+    tol = float(tolerance)
+    pairs: tuple[np.ndarray, np.ndarray] | None = None
+    used_model = "shift"
+    rms = float("nan")
+    lo, hi = dst.min(axis=0) - tol, dst.max(axis=0) + tol
+    for _ in range(max_iter):
+        pred = t.apply(src)
+        inside = np.all((pred >= lo) & (pred <= hi), axis=1)
+        si = np.flatnonzero(inside)
+        if len(si) == 0:
+            break
+        dist, di = tree.query(pred[si], distance_upper_bound=tol)
+        ok = np.isfinite(dist)
+        si, di, dist = si[ok], di[ok], dist[ok]
+        # one-to-one: a reference star keeps its closest frame star
+        order = np.argsort(dist, kind="stable")
+        _, first = np.unique(di[order], return_index=True)
+        keep = order[first]
+        si, di = si[keep], di[keep]
+        if len(si) < 2:
+            break
+        sig2 = s_sig[si] ** 2 + d_sig[di] ** 2
+        w = 1.0 / sig2
+        try:
+            t_new, used_model = fit_model(src[si], dst[di], model, weights=w, alpha=alpha,
+                                          min_pairs=min_pairs)
+            # clip on residuals normalised by the expected centroid scatter
+            for _clip in range(3):
+                r = t_new.apply(src[si]) - dst[di]
+                rn = np.hypot(r[:, 0], r[:, 1]) / np.sqrt(sig2)
+                s = np.median(rn) / 1.1774 if len(rn) else 0.0  # Rayleigh(s) median
+                bad = rn > clip * max(s, 1e-12)
+                if not bad.any() or (len(si) - bad.sum()) < max(3, len(si) // 2):
+                    break
+                si, di, sig2 = si[~bad], di[~bad], sig2[~bad]
+                t_new, used_model = fit_model(src[si], dst[di], model, weights=1.0 / sig2,
+                                              alpha=alpha, min_pairs=min_pairs)
+        except RegistrationError:
+            break
+        r = t_new.apply(src[si]) - dst[di]
+        rms = float(np.sqrt(np.mean(np.sum(r * r, axis=1))))
+        new_pairs = (si, di)
+        same = pairs is not None and len(pairs[0]) == len(si) and np.array_equal(
+            np.sort(pairs[0]), np.sort(si))
+        t, pairs = t_new, new_pairs
+        tol = float(np.clip(5.0 * rms, 0.75, tolerance))
+        if same:
+            break
+    if pairs is None:
+        return Match(initial, ok=False, reason="no star pairs within the tolerance")
+    order = np.argsort(pairs[0], kind="stable")
+    return Match(t, pairs[0][order].astype(np.int64), pairs[1][order].astype(np.int64),
+                 used_model, rms, ok=len(pairs[0]) >= 3,
+                 reason="" if len(pairs[0]) >= 3 else "fewer than 3 star pairs")
+
+
+# ----------------------------------------------------------------------------------------------
+# internals
+# ----------------------------------------------------------------------------------------------
+def _replace(m: Match, **changes: Any) -> Match:
+    import dataclasses
+
+    return dataclasses.replace(m, **changes)
+
+
+def _as_xy(xy: Any, name: str) -> np.ndarray:
+    a = np.asarray(xy, dtype=np.float64)
+    if a.size == 0:
+        return np.zeros((0, 2))
+    if a.ndim != 2 or a.shape[1] != 2:
+        raise ConfigError(f"{name} must be an (N, 2) array of x, y, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ConfigError(f"{name} holds non-finite coordinates")
+    return a
+
+
+def _as_sigma(sig: Any, n: int, name: str) -> np.ndarray:
+    if sig is None:
+        return np.full(n, 0.1)
+    s = np.asarray(sig, dtype=np.float64).reshape(-1)
+    if len(s) != n:
+        raise ConfigError(f"{name} has {len(s)} entries for {n} stars")
+    return np.where(np.isfinite(s) & (s > 0), np.maximum(s, 1e-3), 1.0)
+
+
+def _area(xy: np.ndarray) -> float:
+    span = xy.max(axis=0) - xy.min(axis=0)
+    return float(max(span[0], 1.0) * max(span[1], 1.0))
+
+
+_ALL_TRIANGLES = 25  # lists this short use all their triangles
+_DEEP_SPARSE = 50  # ... against all triangles of this many stars of the other list
+
+
+class _Triangles:
+    """Triangles of a star list, their invariants and ordered vertices."""
+
+    def __init__(self, xy: np.ndarray, min_side: float = 6.0, all_triangles: bool = False
+                 ) -> None:
+        n = len(xy)
+        if n < 3:
+            tri = np.zeros((0, 3), np.int64)
+        elif n <= _ALL_TRIANGLES or all_triangles:
+            tri = np.array(list(combinations(range(n), 3)), np.int64).reshape(-1, 3)
+        else:
+            k = min(7, n)
+            _, nn = cKDTree(xy).query(xy, k=k)
+            combos = np.array(list(combinations(range(1, k), 2)))
+            tri = np.concatenate([
+                np.stack([nn[:, 0], nn[:, a], nn[:, b]], axis=1) for a, b in combos])
+            tri = np.unique(np.sort(tri, axis=1), axis=0)
+        p = xy[tri]  # (T, 3, 2)
+        # side opposite vertex k
+        side = np.stack([np.hypot(*(p[:, 1] - p[:, 2]).T), np.hypot(*(p[:, 0] - p[:, 2]).T),
+                         np.hypot(*(p[:, 0] - p[:, 1]).T)], axis=1)
+        order = np.argsort(side, axis=1, kind="stable")  # vertex opposite shortest first
+        side = np.take_along_axis(side, order, axis=1)
+        tri = np.take_along_axis(tri, order, axis=1)
+        good = (side[:, 0] >= min_side) & (side[:, 2] > 0)
+        self.tri = tri[good]
+        self.side = side[good]
+        self.inv = self.side[:, :2] / self.side[:, 2:3]
+        q = xy[self.tri]
+        cross = ((q[:, 1, 0] - q[:, 0, 0]) * (q[:, 2, 1] - q[:, 0, 1])
+                 - (q[:, 1, 1] - q[:, 0, 1]) * (q[:, 2, 0] - q[:, 0, 0]))
+        self.orient = np.sign(cross)
+        self.z = q[:, :, 0] + 1j * q[:, :, 1]  # (T, 3) complex vertices
+
+
+def _candidates(ts: _Triangles, td: _Triangles, eps: float) -> np.ndarray:
+    """(K, 3) rows of (src triangle, dst triangle, invariant distance), closest first."""
+    tree = cKDTree(td.inv)
+    k = min(8, len(td.inv))
+    dist, idx = tree.query(ts.inv, k=k, distance_upper_bound=eps)
+    dist, idx = dist.reshape(len(ts.inv), -1), idx.reshape(len(ts.inv), -1)
+    si, kk = np.nonzero(np.isfinite(dist))
+    if len(si) == 0:
+        return np.zeros((0, 3))
+    rows = np.stack([si, idx[si, kk], dist[si, kk]], axis=1).astype(np.float64)
+    return rows[np.argsort(rows[:, 2], kind="stable")]
+
+
+def _search(ts, td, cand, src_b, tree_b, tol, scale_range, allow_mirror, min_matches):
+    """Try candidate triangle pairs; return ((Transform, count), n_tried) of the best."""
+    si = cand[:, 0].astype(np.int64)
+    di = cand[:, 1].astype(np.int64)
+    zs, zd = ts.z[si], td.z[di]
+    mirror = ts.orient[si] != td.orient[di]
+    u = np.where(mirror[:, None], np.conj(zs), zs)
+    mu, md = u.mean(axis=1), zd.mean(axis=1)
+    cu, cd = u - mu[:, None], zd - md[:, None]
+    a = np.sum(cd * np.conj(cu), axis=1) / np.sum(np.abs(cu) ** 2, axis=1)
+    b = md - a * mu
+    resid = np.max(np.abs(a[:, None] * u + b[:, None] - zd), axis=1)
+    scale = np.abs(a)
+    ok = (resid < tol) & (scale >= scale_range[0]) & (scale <= scale_range[1])
+    if not allow_mirror:
+        ok &= ~mirror
+    idx = np.flatnonzero(ok)
+    if len(idx) == 0:
+        return None, 0
+    # vote in transform space; most-voted cells first, then closest invariants
+    ang = np.angle(a[idx])
+    keys = np.stack([
+        mirror[idx].astype(np.int64),
+        np.floor(ang / math.radians(1.0)).astype(np.int64),
+        np.floor(np.log(scale[idx]) / 0.01).astype(np.int64),
+        np.floor(b[idx].real / (4 * tol)).astype(np.int64),
+        np.floor(b[idx].imag / (4 * tol)).astype(np.int64),
+    ], axis=1)
+    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    votes = counts[inverse.reshape(-1)]
+    order = idx[np.lexsort((np.arange(len(idx)), -votes))]
+    src_z = src_b[:, 0] + 1j * src_b[:, 1]
+    n_b = len(src_b)
+    good_enough = max(min_matches + 3, int(0.5 * min(n_b, tree_b.n)))
+    best = None
+    tried = 0
+    batch = 32
+    pos = 0
+    while pos < len(order) and tried < 20000:
+        sel = order[pos: pos + batch]
+        pos += len(sel)
+        tried += len(sel)
+        zz = np.where(mirror[sel, None], np.conj(src_z)[None, :], src_z[None, :])
+        pred = a[sel, None] * zz + b[sel, None]
+        pts = np.stack([pred.real.ravel(), pred.imag.ravel()], axis=1)
+        dist, _ = tree_b.query(pts, distance_upper_bound=tol)
+        counts = np.isfinite(dist).reshape(len(sel), n_b).sum(axis=1)
+        k = int(np.argmax(counts))
+        if counts[k] > 3 and (best is None or counts[k] > best[1]):
+            j = sel[k]
+            ar, ai = a[j].real, a[j].imag
+            if mirror[j]:
+                m = np.array([[ar, ai, b[j].real], [ai, -ar, b[j].imag], [0, 0, 1.0]])
+            else:
+                m = np.array([[ar, -ai, b[j].real], [ai, ar, b[j].imag], [0, 0, 1.0]])
+            best = (Transform(m), int(counts[k]))
+        if best is not None and best[1] >= good_enough:
+            break
+        batch = min(batch * 2, 512)
+    return best, tried

@@ -1,0 +1,336 @@
+"""Resampling a frame onto the reference grid (pure: arrays and a transform in, arrays out).
+
+The output pixel at reference coordinates ``p`` takes the source value interpolated at
+``transform.inverse()(p)``. Interpolation kernels:
+
+``"lanczos3"`` (default)
+    windowed sinc, 6 x 6 taps, ``a = 3``; the sharpest, preserves star profiles, fluxes and
+    noise texture. Its negative lobes leave a dark ring (undershoot) around bright stars;
+    with ``clamp=True`` no result falls below the darkest of the 4 x 4 source pixels around
+    the sampling point, which removes the rings. Only the low side is clamped: a star's
+    true peak lies between pixels and is brighter than every sample, so clamping the high
+    side to the neighbours (as a 2 x 2 min/max clamp does) cuts star peaks: on FWHM 2 px
+    stars it lost up to 2.3 % of the flux and moved centroids by up to 0.026 px, against
+    +0.5 % and 0.006 px with the low-side clamp (and 0 % / 0.006 px unclamped).
+``"bicubic"``
+    Keys cubic convolution (``a = -0.5``), 4 x 4 taps; clamping as for Lanczos.
+``"bilinear"``, ``"nearest"``
+    2 x 2 taps and 1 tap (never ring).
+
+Kernel weights are normalised to sum to one along each axis. Taps outside the source take
+the nearest edge pixel. Source points outside the source frame (beyond half a pixel from
+the outer pixel centres) get ``fill``. The *footprint* returned with each result is the
+fraction (0-1, ``float32``) of the kernel's absolute weight that fell on real source pixels:
+1 where the source fully supports the output pixel, 0 where there was no source at all.
+
+The kernels are numba functions that release the GIL. ``parallel=True`` splits the rows
+over numba's threads; pass ``parallel=False`` when calling from your own thread pool.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+
+from deepsky.errors import ConfigError, InputError
+from deepsky.types import Transform
+
+__all__ = ["METHODS", "warp_image", "warp_window", "source_bounds"]
+
+METHODS: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "lanczos3")
+_METHOD_ID = {m: i for i, m in enumerate(METHODS)}
+_MARGIN = {"nearest": 1, "bilinear": 1, "bicubic": 2, "lanczos3": 3}
+
+
+def warp_image(
+    image: Any,
+    transform: Transform,
+    out_shape: tuple[int, int],
+    *,
+    method: str = "lanczos3",
+    clamp: bool = True,
+    fill: float = np.nan,
+    parallel: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a frame onto the reference grid.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (C, H, W)
+        The frame; a colour frame is warped plane by plane.
+    transform : Transform
+        Frame-to-reference transform (as in :class:`~deepsky.types.Registration`).
+    out_shape : (int, int)
+        ``(height, width)`` of the reference grid.
+    method : {"lanczos3", "bicubic", "bilinear", "nearest"}
+        Interpolation kernel.
+    clamp : bool
+        Keep Lanczos and bicubic results at or above the darkest of the 4 x 4 nearest source
+        pixels (no dark rings around stars).
+    fill : float
+        Value of output pixels with no source.
+    parallel : bool
+        Use numba's threads over rows (False inside your own thread pool).
+
+    Returns
+    -------
+    (warped, footprint)
+        ``float32`` arrays: warped of shape ``out_shape`` (or ``(C,) + out_shape``), and the
+        footprint of shape ``out_shape`` (1 = full source support, 0 = none).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = np.zeros((8, 8), np.float32); img[3, 3] = 1.0
+    >>> out, foot = warp_image(img, Transform.translation(1, 2), (8, 8), method="nearest")
+    >>> float(out[5, 4]), float(foot[5, 4]), bool(np.isnan(out[0, 0]))
+    (1.0, 1.0, True)
+    """
+    arr = _as_src(image)
+    src_shape = arr.shape[-2:]
+    return warp_window(arr, (0, 0), transform, (0, 0), out_shape, src_shape=src_shape,
+                       method=method, clamp=clamp, fill=fill, parallel=parallel)
+
+
+def warp_window(
+    src_band: Any,
+    src_origin: tuple[int, int],
+    transform: Transform,
+    out_origin: tuple[int, int],
+    out_shape: tuple[int, int],
+    *,
+    src_shape: tuple[int, int] | None = None,
+    method: str = "lanczos3",
+    clamp: bool = True,
+    fill: float = np.nan,
+    parallel: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a window of the reference grid from a band of the source frame.
+
+    The stacker warps tile by tile: it asks :func:`source_bounds` which source region a
+    reference window needs, reads only that band, and calls this function. The result is
+    identical to the same window of :func:`warp_image` on the whole frame.
+
+    Parameters
+    ----------
+    src_band : array_like, shape (h, w) or (C, h, w)
+        Source pixels ``[y0:y0+h, x0:x0+w]`` of the frame.
+    src_origin : (int, int)
+        ``(x0, y0)``: frame coordinates of ``src_band[0, 0]``.
+    transform : Transform
+        Frame-to-reference transform.
+    out_origin : (int, int)
+        ``(X0, Y0)``: reference coordinates of the window's first pixel.
+    out_shape : (int, int)
+        ``(height, width)`` of the window.
+    src_shape : (int, int), optional
+        ``(H, W)`` of the whole source frame: pixels beyond it have no source (footprint 0,
+        ``fill``). Defaults to the band's extent.
+    method, clamp, fill, parallel
+        As in :func:`warp_image`.
+
+    Returns
+    -------
+    (warped, footprint)
+        As in :func:`warp_image`, for the window.
+    """
+    if method not in _METHOD_ID:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not isinstance(transform, Transform):
+        raise InputError(None, f"transform must be a Transform, got {type(transform).__name__}")
+    band = _as_src(src_band)
+    oh, ow = _shape2("out_shape", out_shape)
+    x0, y0 = (int(v) for v in src_origin)
+    ox, oy = (int(v) for v in out_origin)
+    bh, bw = band.shape[-2:]
+    sh, sw = (y0 + bh, x0 + bw) if src_shape is None else _shape2("src_shape", src_shape)
+    minv = np.ascontiguousarray(transform.inverse().matrix, dtype=np.float64)
+    kernel = _warp_parallel if parallel else _warp_serial
+    planes = band[None] if band.ndim == 2 else band
+    out = np.empty((len(planes), oh, ow), np.float32)
+    foot = np.empty((oh, ow), np.float32)
+    for k, plane in enumerate(planes):
+        kernel(plane, y0, x0, sh, sw, minv, oy, ox, _METHOD_ID[method], bool(clamp),
+               float(fill), out[k], foot, k == 0, _LANCZOS3)
+    return (out[0] if band.ndim == 2 else out), foot
+
+
+def source_bounds(
+    transform: Transform,
+    out_origin: tuple[int, int],
+    out_shape: tuple[int, int],
+    src_shape: tuple[int, int],
+    margin: int = 3,
+) -> tuple[int, int, int, int]:
+    """The source rows and columns a reference window needs: ``(y0, y1, x0, x1)``.
+
+    ``src[y0:y1, x0:x1]`` holds every pixel the kernels touch for the window of
+    ``out_shape`` at ``out_origin = (X0, Y0)`` (``margin`` = 3 covers Lanczos-3). Clipped to
+    the frame; empty (``y0 == y1`` or ``x0 == x1``) when the window sees no source pixel.
+    """
+    oh, ow = _shape2("out_shape", out_shape)
+    sh, sw = _shape2("src_shape", src_shape)
+    ox, oy = out_origin
+    xs = np.array([ox - 0.5, ox + ow / 2.0, ox + ow - 0.5])
+    ys = np.array([oy - 0.5, oy + oh / 2.0, oy + oh - 0.5])
+    gx, gy = np.meshgrid(xs, ys)
+    pts = transform.inverse().apply(np.stack([gx.ravel(), gy.ravel()], axis=1))
+    lo = np.floor(pts.min(axis=0)) - margin
+    hi = np.ceil(pts.max(axis=0)) + margin + 1
+    x0, x1 = int(np.clip(lo[0], 0, sw)), int(np.clip(hi[0], 0, sw))
+    y0, y1 = int(np.clip(lo[1], 0, sh)), int(np.clip(hi[1], 0, sh))
+    if x1 <= x0 or y1 <= y0:
+        return (0, 0, 0, 0)
+    return (y0, y1, x0, x1)
+
+
+# ----------------------------------------------------------------------------------------------
+def _as_src(image: Any) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3) or arr.shape[-1] == 0 or arr.shape[-2] == 0:
+        raise InputError(None, f"image must be (H, W) or (C, H, W), got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _shape2(name: str, shape: Any) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in shape)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{name} must be (height, width), got {shape!r}") from err
+    if h <= 0 or w <= 0:
+        raise ConfigError(f"{name} must be positive, got {shape!r}")
+    return h, w
+
+
+_LUT_N = 1024
+
+
+def _lanczos3_table(n: int = _LUT_N) -> np.ndarray:
+    """Normalised Lanczos-3 weights of the taps -2..3 for offsets t = 0, 1/n, ..., 1.
+
+    Computed with the identities sin(pi (t - k)) = (-1)^k sin(pi t) and the angle difference
+    for sin(pi (t - k) / 3), so each row needs one sine and one cosine.
+    """
+    t = np.arange(n + 1, dtype=np.float64) / n
+    k = np.arange(-2, 4, dtype=np.float64)
+    d = t[:, None] - k[None, :]
+    s1 = np.sin(np.pi * t)[:, None] * np.where(k % 2 == 0, 1.0, -1.0)[None, :]
+    s3 = (np.sin(np.pi * t / 3)[:, None] * np.cos(np.pi * k / 3)[None, :]
+          - np.cos(np.pi * t / 3)[:, None] * np.sin(np.pi * k / 3)[None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(np.abs(d) < 1e-12, 1.0, 3.0 * s1 * s3 / (np.pi ** 2 * d * d))
+    return w / w.sum(axis=1, keepdims=True)
+
+
+_LANCZOS3 = _lanczos3_table()
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _weights(t, method, w, lut):  # pragma: no cover - numba
+    """Kernel weights for fractional offset t in [0, 1) into w; returns (ntaps, first)."""
+    if method == 0:  # nearest
+        w[0] = 1.0
+        return 1, (1 if t >= 0.5 else 0)
+    if method == 1:  # bilinear
+        w[0] = 1.0 - t
+        w[1] = t
+        return 2, 0
+    if method == 2:  # Keys cubic, a = -0.5: taps at -1, 0, 1, 2
+        t2 = t * t
+        t3 = t2 * t
+        w[0] = -0.5 * t3 + t2 - 0.5 * t
+        w[1] = 1.5 * t3 - 2.5 * t2 + 1.0
+        w[2] = -1.5 * t3 + 2.0 * t2 + 0.5 * t
+        w[3] = 0.5 * t3 - 0.5 * t2
+        return 4, -1
+    # Lanczos-3, taps at -2..3: the table linearly interpolated (weight error < 1e-6),
+    # cheaper than the two sines per axis the formula needs
+    u = t * (lut.shape[0] - 1)
+    q = min(int(u), lut.shape[0] - 2)
+    f = u - q
+    for k in range(6):
+        w[k] = lut[q, k] + f * (lut[q + 1, k] - lut[q, k])
+    return 6, -2
+
+
+def _warp_impl(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, write_foot,
+               lut):  # pragma: no cover - numba
+    bh, bw = src.shape
+    oh, ow = out.shape
+    for j in prange(oh):
+        wx = np.empty(6)
+        wy = np.empty(6)
+        Y = oy + j
+        for i in range(ow):
+            X = ox + i
+            den = m[2, 0] * X + m[2, 1] * Y + m[2, 2]
+            sx = (m[0, 0] * X + m[0, 1] * Y + m[0, 2]) / den
+            sy = (m[1, 0] * X + m[1, 1] * Y + m[1, 2]) / den
+            if not (sx >= -0.5 and sx < sw - 0.5 and sy >= -0.5 and sy < sh - 0.5):
+                out[j, i] = fill
+                if write_foot:
+                    foot[j, i] = 0.0
+                continue
+            fx = math.floor(sx)
+            fy = math.floor(sy)
+            nx, kx = _weights(sx - fx, method, wx, lut)
+            ny, ky = _weights(sy - fy, method, wy, lut)
+            bx = int(fx) - x0 + kx  # first tap, band coordinates
+            by = int(fy) - y0 + ky
+            acc = 0.0
+            inside = bx >= 0 and by >= 0 and bx + nx <= bw and by + ny <= bh
+            if inside:
+                for b in range(ny):
+                    row = 0.0
+                    for a in range(nx):
+                        row += wx[a] * src[by + b, bx + a]
+                    acc += wy[b] * row
+            else:
+                for b in range(ny):
+                    yy = min(max(by + b, 0), bh - 1)
+                    row = 0.0
+                    for a in range(nx):
+                        xx = min(max(bx + a, 0), bw - 1)
+                        row += wx[a] * src[yy, xx]
+                    acc += wy[b] * row
+            if clamp and method >= 2:
+                # no result below the darkest of the 4 x 4 source pixels around the point
+                lo = np.inf
+                for b in range(-1, 3):
+                    yy = min(max(int(fy) - y0 + b, 0), bh - 1)
+                    for a in range(-1, 3):
+                        xx = min(max(int(fx) - x0 + a, 0), bw - 1)
+                        lo = min(lo, src[yy, xx])
+                if acc < lo:
+                    acc = lo
+            out[j, i] = acc
+            if write_foot:
+                fx0 = int(fx) + kx
+                fy0 = int(fy) + ky
+                if fx0 >= 0 and fy0 >= 0 and fx0 + nx <= sw and fy0 + ny <= sh:
+                    foot[j, i] = 1.0
+                    continue
+                fxin = 0.0
+                fxall = 0.0
+                for a in range(nx):
+                    q = int(fx) + kx + a
+                    aw = abs(wx[a])
+                    fxall += aw
+                    if q >= 0 and q < sw:
+                        fxin += aw
+                fyin = 0.0
+                fyall = 0.0
+                for b in range(ny):
+                    q = int(fy) + ky + b
+                    aw = abs(wy[b])
+                    fyall += aw
+                    if q >= 0 and q < sh:
+                        fyin += aw
+                foot[j, i] = (fxin / fxall) * (fyin / fyall)
+
+
+_warp_parallel = njit(cache=True, nogil=True, parallel=True)(_warp_impl)
+_warp_serial = njit(cache=True, nogil=True)(_warp_impl)
