@@ -17,8 +17,10 @@ How :func:`find_stars` works
    (FWHM corrected for the pixel's own width).
 5. Rejected: failed fits; hot pixels and cosmic rays (``sharpness`` = peak / sum of the
    3x3 around it above ``max_sharpness``, or minor-axis FWHM below ``min_fwhm``); extended
-   objects (FWHM above ``max_fwhm_factor`` x the median); unresolved pairs (roundness below
-   ``min_roundness_ratio`` x the median); detections with a flux SNR below ``threshold``.
+   objects (FWHM above ``max_fwhm_factor`` x the median, or light between 1.5 and 3 FWHM
+   from the centre above 10 % of the peak: a small Gaussian fitted to the top of a galaxy
+   core); unresolved pairs (roundness below ``min_roundness_ratio`` x the median);
+   detections with a flux SNR below ``threshold``.
 
 For one-shot-colour (Bayer) frames :func:`detect_frame` detects on the 2x2-mean luminance
 (:func:`cfa_luminance`) and fits each star on the raw mosaic with one amplitude and one
@@ -50,6 +52,8 @@ __all__ = ["find_stars", "cfa_luminance", "detect_frame"]
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
 _BOX2_VAR = 0.25  # variance per axis added by the 2x2 box of cfa_luminance
 _PIXEL_VAR = 1.0 / 12.0  # variance per axis of a square pixel's response
+# largest |median light between 1.5 and 3 FWHM| / amplitude of a star (Moffat wings: ~0.02)
+_MAX_WING = 0.1
 
 
 def cfa_luminance(mosaic: Any) -> np.ndarray:
@@ -175,7 +179,7 @@ def find_stars(
     elif not isinstance(background, Background) or background.shape != img.shape:
         raise InputError(None, "background must be a Background of the image's shape "
                                f"{img.shape}, got {getattr(background, 'shape', background)!r}")
-    bad = _bad_pixels(img, m, opts["saturation"])
+    bad = _bad_pixels(img, m)
     return _detect(img, background, bad, deblend=bool(deblend), fit_img=img, fit_bad=bad,
                    chan=np.zeros(4, np.int64), nch=1, offset=0.0, **opts)
 
@@ -234,8 +238,8 @@ def detect_frame(
     deblend = bool(options.pop("deblend", True))
     opts = _check_options(**{**_FIND_DEFAULTS, **options})
     chan = np.array(["RGB".index(c) for c in bayer], np.int64)
-    stars = _detect(lum, bkg, _bad_pixels(lum, lmask, None), deblend=deblend,
-                    fit_img=mosaic, fit_bad=_bad_pixels(mosaic, m, opts["saturation"]),
+    stars = _detect(lum, bkg, _bad_pixels(lum, lmask), deblend=deblend,
+                    fit_img=mosaic, fit_bad=_bad_pixels(mosaic, m),
                     chan=chan, nch=3, offset=0.5, **opts)
     return stars, bkg
 
@@ -281,20 +285,20 @@ def _box2_any(m: np.ndarray) -> np.ndarray:
     return out
 
 
-def _bad_pixels(img: np.ndarray, mask: np.ndarray | None, saturation: float | None
-                ) -> np.ndarray | None:
-    """uint8 flags: bit 0 excluded (mask or non-finite), bit 1 saturated; None if none."""
-    bad = None
-    finite = np.isfinite(img)
-    if mask is not None or not finite.all():
-        excl = ~finite if mask is None else (mask | ~finite)
-        bad = excl.astype(np.uint8)
-    if saturation is not None:
-        sat = img >= saturation
-        if sat.any():
-            bad = (np.zeros(img.shape, np.uint8) if bad is None else bad) | (
-                sat.astype(np.uint8) << 1)
-    return bad
+def _bad_pixels(img: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
+    """uint8 flags, 1 where excluded (mask or non-finite); None when nothing is."""
+    if mask is None and np.isfinite(img.sum(dtype=np.float64)):
+        return None
+    excl = ~np.isfinite(img) if mask is None else (mask | ~np.isfinite(img))
+    return excl.astype(np.uint8) if excl.any() else None
+
+
+def _nearest_box(n: int, centers: np.ndarray) -> np.ndarray:
+    """Index of the mesh box centre nearest to each pixel along one axis."""
+    if len(centers) == 1:
+        return np.zeros(n, np.int64)
+    edges = 0.5 * (centers[1:] + centers[:-1])
+    return np.searchsorted(edges, np.arange(n, dtype=np.float64)).astype(np.int64)
 
 
 def _smooth(img: np.ndarray, bkg: Background, bad: np.ndarray | None, sigma: float
@@ -305,7 +309,7 @@ def _smooth(img: np.ndarray, bkg: Background, bad: np.ndarray | None, sigma: flo
         src = img.copy()
         excl = (bad & 1).astype(bool)
         src[excl] = bkg.level()[excl]
-    ksize = int(2 * math.ceil(4 * sigma) + 1)
+    ksize = int(2 * math.ceil(3 * sigma) + 1)
     k1 = cv2.getGaussianKernel(ksize, sigma, cv2.CV_64F).ravel()
     sm = cv2.sepFilter2D(src, cv2.CV_32F, k1, k1, borderType=cv2.BORDER_REFLECT)
     white = float(np.sum(k1 * k1))  # noise factor for uncorrelated pixels
@@ -344,9 +348,9 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
     # of the neighbouring mesh boxes), then the exact test on those few
     step = threshold * noise_factor * bkg.mesh_rms
     floor = minimum_filter(bkg.mesh_level + step, size=3, mode="nearest") - 0.2 * step.min()
-    floor = cv2.resize(floor.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
-    dil = cv2.dilate(sm, np.ones((3, 3), np.uint8))
-    cand = np.flatnonzero(((sm >= dil) & (sm > floor)).ravel())
+    row_box = _nearest_box(h, bkg.y_centers)
+    col_box = _nearest_box(w, bkg.x_centers)
+    cand = _psf.local_maxima(sm, floor.astype(np.float32), row_box, col_box, 2)
     if len(cand) == 0:
         return StarList.empty()
     py, px = np.divmod(cand, w)
@@ -370,7 +374,9 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
     rms = np.maximum(bkg.rms_at(xs, ys), 1e-12)
 
     # first look: FWHM of the brightest candidates (on the detection image)
-    fwhm0 = _fwhm_guess(img, bad_arr, has_bad, xs, ys, height, level)
+    sat_level = np.inf if saturation is None else float(saturation)
+    fwhm0 = _fwhm_guess(img, bad_arr, has_bad, sat_level if not cfa else np.inf, xs, ys,
+                        height, level)
     rad = int(np.clip(math.ceil(1.5 * fwhm0), 3, 25))
 
     # merge peaks of one star; note close pairs
@@ -394,8 +400,8 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
     max_shift = max(1.5, 0.75 * fwhm0)
     has_fbad = fit_bad is not None
     fbad = fit_bad if has_fbad else np.zeros((1, 1), np.uint8)
-    _psf.fit_pass(fit_img, chan, nch, fbad, has_fbad, params, params.copy(), radii,
-                  np.arange(n), no_ptr, no_idx, status, 40, max_shift)
+    _psf.fit_pass(fit_img, chan, nch, fbad, has_fbad, sat_level, params, params.copy(), radii,
+                  np.arange(n), no_ptr, no_idx, status, 15, max_shift)
     good = (status == _psf.FIT_OK) & _shape_ok(params, min_fwhm)
     idx = np.flatnonzero(good)
     params, radii, rms, level = params[idx], radii[idx], rms[idx], level[idx]
@@ -407,8 +413,8 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
             status = np.zeros(len(params), np.int64)
             for _ in range(2):
                 prev = params.copy()
-                _psf.fit_pass(fit_img, chan, nch, fbad, has_fbad, params, prev, radii, crowded,
-                              nbr_ptr, nbr_idx, status, 40, max_shift)
+                _psf.fit_pass(fit_img, chan, nch, fbad, has_fbad, sat_level, params, prev,
+                              radii, crowded, nbr_ptr, nbr_idx, status, 15, max_shift)
             ok = (status == _psf.FIT_OK) & _shape_ok(params, min_fwhm)
             if not ok.all():
                 sel = np.flatnonzero(ok)
@@ -428,7 +434,7 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
     # noise of a PSF-fit flux: the background over the effective area 4 pi sigma_x sigma_y
     var = 4.0 * math.pi * sqrt_det_cov * pix_rms ** 2 + (flux / gain if gain else 0.0)
     snr = flux / np.sqrt(var)
-    peak, sat = _psf.peak_and_saturation(fit_img, chan, nch, fbad, has_fbad, params)
+    peak, sat = _psf.peak_and_saturation(fit_img, chan, nch, sat_level, params)
     # sharpness and HFR on the detection image, neighbours' models adapted to it
     box_var = _BOX2_VAR if cfa else 0.0
     na, nb, nc, namp = _models_on(params[:, _psf.A], params[:, _psf.B], params[:, _psf.C],
@@ -436,7 +442,9 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
     hfr_rad = np.clip(3.0 * fwhm, 3.0, 30.0)
     mx, my = params[:, _psf.X] - offset, params[:, _psf.Y] - offset
     bg = level if cfa else params[:, _psf.BG0].copy()
-    sharp, hfr = _psf.measure(img, mx, my, bg, nbr_ptr, nbr_idx, namp, na, nb, nc, hfr_rad)
+    # the wing test (extended objects) matters for bright detections only
+    sharp, hfr, wing = _psf.measure(img, mx, my, bg, nbr_ptr, nbr_idx, namp, na, nb, nc,
+                                    hfr_rad, 1.5 * fwhm0, 3.0 * fwhm0 + 1.0, snr > 20.0)
     if cfa:
         hfr = np.sqrt(np.maximum(hfr ** 2 - 2.0 * math.log(2.0) * box_var, 1e-6))
     usable = ~sat & np.isfinite(fwhm) & (snr >= threshold)
@@ -450,6 +458,7 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
         & (fwhm_minor >= min_fwhm)
         & (fwhm <= max_fwhm_factor * med_fwhm)
         & (roundness >= min_roundness_ratio * med_round)
+        & ~(np.abs(wing) > _MAX_WING)
         & ~(sharp > max_sharpness)
         & (params[:, _psf.X] >= -0.5) & (params[:, _psf.X] <= fit_img.shape[1] - 0.5)
         & (params[:, _psf.Y] >= -0.5) & (params[:, _psf.Y] <= fit_img.shape[0] - 0.5)
@@ -491,12 +500,15 @@ def _refine_peak(sm: np.ndarray, px: np.ndarray, py: np.ndarray) -> tuple[np.nda
     return px + dx, py + dy
 
 
-def _fwhm_guess(img, bad, has_bad, xs, ys, height, level) -> float:
-    """Median FWHM of Gaussian fits to the brightest ~60 candidates (2.5 px if none fit)."""
+def _fwhm_guess(img, bad, has_bad, sat_level, xs, ys, height, level) -> float:
+    """Median FWHM of Gaussian fits to the brightest ~150 candidates (2.5 px if none fit).
+
+    Elongated fits are left out: a bright satellite trail puts dozens of peaks along its
+    ridge among the brightest candidates, and their fits must not set the star size."""
     fwhm = 2.5
     chan = np.zeros(4, np.int64)
     for _ in range(2):
-        n = min(len(xs), 60)
+        n = min(len(xs), 150)
         s0 = fwhm / _FWHM_PER_SIGMA
         rad = int(np.clip(math.ceil(1.5 * fwhm), 4, 25))
         params = np.zeros((n, _psf.BG0 + 2))
@@ -507,14 +519,14 @@ def _fwhm_guess(img, bad, has_bad, xs, ys, height, level) -> float:
         params[:, _psf.BG0] = level[:n]
         params[:, _psf.BG0 + 1] = np.maximum(height[:n], 1e-6) * 1.5
         status = np.zeros(n, np.int64)
-        _psf.fit_pass(img, chan, 1, bad, has_bad, params, params.copy(),
+        _psf.fit_pass(img, chan, 1, bad, has_bad, sat_level, params, params.copy(),
                       np.full(n, rad, np.int64), np.arange(n), np.zeros(n + 1, np.int64),
                       np.zeros(0, np.int64), status, 40, 2.0)
         ok = status == _psf.FIT_OK
         if ok.sum() < 3:
             return fwhm
-        f, fmin, _, _ = _shape(params[ok])
-        f = f[fmin > 0.7]
+        f, fmin, rnd, _ = _shape(params[ok])
+        f = f[(fmin > 0.7) & (rnd > 0.6)]
         if len(f) < 3:
             return fwhm
         new = float(np.clip(np.median(f), 1.0, 30.0))

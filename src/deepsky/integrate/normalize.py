@@ -43,8 +43,8 @@ class ChannelStats:
         return cls(np.asarray(d["location"], float), np.asarray(d["scale"], float))
 
 
-def robust_stats(values: np.ndarray, *, max_samples: int = 400_000, clip: float = 4.0,
-                 iterations: int = 5) -> tuple[float, float]:
+def robust_stats(values: np.ndarray, *, max_samples: int = 100_000, clip: float = 4.0,
+                 iterations: int = 3) -> tuple[float, float]:
     """Location (median) and scale (sqrt of the biweight midvariance) of the pixel values,
     after iterative ``clip``-sigma clipping (stars and hot pixels do not count)."""
     v = np.asarray(values, dtype=np.float64).ravel()

@@ -124,3 +124,37 @@ def calibration_report(
         out["good_touched_pct"] = float(touched.sum() / touched.size * 100)
         out["n_defects"] = int(defects.sum())
     return out
+
+
+def trail_pixels(truth: Truth, reference_index: int, shape: tuple[int, int], *,
+                 origin: tuple[int, int] = (0, 0), extra: float = 2.0) -> np.ndarray:
+    """Mask of the output grid covered by the injected satellite trails of all lights
+    (within the trail's FWHM plus ``extra`` px), for a stack registered on light
+    ``reference_index`` with its grid origin at ``origin``."""
+    from deepsky.integrate.trails import Trail, trail_mask
+    from deepsky.types import Transform
+
+    to_ref = Transform.translation(-origin[0], -origin[1]) @ \
+        truth.transform(reference_index).inverse()
+    trails = []
+    for i, rec in enumerate(truth.frames("light")):
+        sat = rec.satellite
+        if sat is not None:
+            t = Trail(sat.x0, sat.y0, sat.x1, sat.y1, sat.width, 0.0)
+            trails.append(t.transformed(to_ref @ truth.transform(i)))
+    return trail_mask(trails, (0, 0), shape, margin=extra)
+
+
+def background_noise(image: np.ndarray, mask: np.ndarray | None = None, size: int = 9) -> float:
+    """Per-pixel noise of an image's background: robust sigma of the image minus its
+    median-filtered self, outside ``mask`` (True = excluded)."""
+    from scipy import ndimage
+
+    img = np.nan_to_num(image.astype(np.float32), nan=float(np.nanmedian(image)))
+    hp = img - ndimage.median_filter(img, size=size)
+    # A median filter of a noise field leaves sqrt(1 + pi/(2 n)) of the noise in the
+    # difference; correct for it so the figure is the image's own noise.
+    corr = np.sqrt(1 + np.pi / (2 * size * size))
+    vals = hp[~mask] if mask is not None else hp.ravel()
+    vals = vals[np.isfinite(vals)]
+    return float(1.4826 * np.median(np.abs(vals - np.median(vals))) / corr)
