@@ -134,6 +134,9 @@ class IntegrationConfig:
                              min=0.1, max=1.0)
     kernel: Literal["square", "point", "turbo", "gaussian", "lanczos3"] = setting(
         "square", "Drizzle kernel")
+    bayer_drizzle: bool = setting(
+        False, "One-shot colour: build the colour by drizzling each CFA colour's pixels "
+        "(no debayering; needs dithered frames). Also on when calibration.debayer = none")
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,144 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class GradientConfig:
+    enabled: bool = setting(True, "Remove the sky background's gradient (light pollution, "
+                            "vignetting) before anything else")
+    mode: Literal["subtract", "divide"] = setting(
+        "subtract", "subtract: additive light pollution; divide: multiplicative vignetting "
+        "left by missing or poor flats")
+    method: Literal["poly", "rbf"] = setting(
+        "poly", "Background surface: poly (polynomial, robust, for smooth gradients) or rbf "
+        "(thin-plate spline through the samples, for complex ones)")
+    degree: int = setting(2, "Polynomial degree (poly)", min=1, max=4)
+    smoothing: float = setting(1.0, "Smoothing of the rbf surface (0 = through every sample)",
+                               min=0.0, max=1000.0)
+    grid: int = setting(16, "Background samples along the long side of the image", min=4,
+                        max=64)
+    tolerance: float = setting(3.0, "Sample rejection threshold in sigma: samples brighter "
+                               "than their neighbours or the robust surface by more are "
+                               "dropped (lower rejects more)", min=0.5, max=100.0)
+    samples_file: str = setting(
+        "", "CSV of x,y sample positions to fit instead of the automatic samples (edit the "
+        "background_samples.csv an earlier run wrote); empty = automatic")
+
+
+@dataclass(frozen=True)
+class ColorPostConfig:
+    neutralize_background: bool = setting(True, "Make the background of the three channels "
+                                          "equal (colour images)")
+    white_balance: Literal["stars", "g2v", "none", "photometric"] = setting(
+        "stars", "stars: the mean colour of unsaturated stars becomes white; g2v: a sun-like "
+        "star becomes white, from g2v_red and g2v_blue; none; photometric: catalogue "
+        "calibration, not available yet (needs plate solving)")
+    g2v_red: float = setting(1.0, "R/G flux ratio a G2V star records with this camera "
+                             "(white_balance = g2v)", min=0.001, max=1000.0)
+    g2v_blue: float = setting(1.0, "B/G flux ratio a G2V star records with this camera "
+                              "(white_balance = g2v)", min=0.001, max=1000.0)
+    match_channels: bool = setting(False, "Match R and B linearly to G first (LinearFit; for "
+                                   "stacks combined from separate filters)")
+    scnr: float = setting(0.0, "Green noise removal (SCNR) amount on the stretched image, "
+                          "0 = off (after colour calibration it is not needed, and on a "
+                          "neutral noisy background it tints it magenta)", min=0.0, max=1.0)
+    scnr_method: Literal["average", "maximum"] = setting(
+        "average", "SCNR protection: average neutral (G <= (R+B)/2) or maximum neutral "
+        "(G <= max(R, B))")
+
+
+@dataclass(frozen=True)
+class DeconvolutionConfig:
+    enabled: bool = setting(True, "Sharpen stars and detail by Richardson-Lucy deconvolution "
+                            "with the image's own PSF (deringed, background protected)")
+    iterations: int = setting(15, "Richardson-Lucy iterations", min=1, max=200)
+    psf_fwhm: float = setting(0.0, "PSF FWHM in px; 0 = measure it on the image's stars",
+                              min=0.0, max=50.0)
+    psf_beta: float = setting(3.0, "Moffat beta of a PSF given by psf_fwhm", min=1.1,
+                              max=20.0)
+    dering: bool = setting(True, "Forbid dark rings: no pixel ends darker than both its "
+                           "original value and the local background")
+
+
+@dataclass(frozen=True)
+class DenoiseConfig:
+    enabled: bool = setting(True, "Wavelet (starlet) noise reduction of the linear image")
+    luminance: float = setting(0.8, "Luminance noise reduction amount (0 = none, 1 = full)",
+                               min=0.0, max=1.0)
+    chrominance: float = setting(1.0, "Colour noise reduction amount", min=0.0, max=1.0)
+    threshold: float = setting(3.0, "Luminance threshold in sigma of each wavelet layer's "
+                               "noise", min=0.0, max=20.0)
+    chrominance_threshold: float = setting(4.0, "Colour threshold in sigma", min=0.0,
+                                           max=20.0)
+    scales: int = setting(4, "Wavelet layers treated (each twice as coarse as the last)",
+                          min=1, max=8)
+
+
+@dataclass(frozen=True)
+class GHSConfig:
+    d: float = setting(5.0, "Stretch factor D as Siril shows it, ln(1 + D') (method = ghs; "
+                       "method = auto solves it for the target background)", min=0.0, max=20.0)
+    b: float = setting(3.0, "Local intensity b: 1 harmonic (like STF), 0 exponential, -1 "
+                       "logarithmic; larger values keep galaxy cores from burning", min=-5.0,
+                       max=15.0)
+    sp: float | None = setting(None, "Symmetry point SP (0..1, after the black point), where "
+                               "contrast is highest; empty = at the background", min=0.0,
+                               max=1.0)
+    lp: float = setting(0.0, "Shadow protection LP: linear below (0..SP)", min=0.0, max=1.0)
+    hp: float = setting(1.0, "Highlight protection HP: linear above (SP..1)", min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class StretchConfig:
+    method: Literal["auto", "ghs", "stf", "asinh", "none"] = setting(
+        "auto", "auto: GHS with D solved for the target background; ghs: GHS as given; stf: "
+        "PixInsight screen transfer function; asinh: colour-preserving arcsinh; none: "
+        "linear")
+    target_background: float = setting(0.15, "Where the sky background lands, 0..1 of the "
+                                        "display range", min=0.01, max=0.6)
+    shadows_clip: float = setting(-2.8, "Black point in noise sigma (MADN) from the "
+                                  "background", min=-10.0, max=0.0)
+    linked: bool = setting(True, "stf: one curve for all channels (false: per channel)")
+    color: Literal["luminance", "channels"] = setting(
+        "luminance", "luminance: stretch the luminance and keep each pixel's colour; "
+        "channels: stretch each channel (desaturates bright areas)")
+    ghs: GHSConfig = field(default_factory=GHSConfig)
+    black_point: float = setting(0.0, "Extra black point after the stretch (0..1)", min=0.0,
+                                 max=0.9)
+    white_point: float = setting(1.0, "White point after the stretch (0..1)", min=0.1,
+                                 max=1.0)
+    curve: str = setting("", "Tone curve points x:y after the stretch, e.g. "
+                         "'0.25:0.22, 0.75:0.8' (monotone spline; empty = none)")
+    saturation: float = setting(1.0, "Colour saturation (1 = unchanged), faded in above "
+                                "the background", min=0.0, max=4.0)
+
+
+@dataclass(frozen=True)
+class StarsConfig:
+    reduction: float = setting(0.0, "Star reduction amount (0 = off, 1 = full erosion "
+                               "inside the star mask)", min=0.0, max=1.0)
+    radius: int = setting(1, "Star reduction erosion radius, px", min=1, max=10)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    tiff: bool = setting(True, "Write final.tif (16-bit, the stretched image)")
+    jpeg: bool = setting(True, "Write final.jpg (8-bit sRGB)")
+    jpeg_quality: int = setting(92, "JPEG quality", min=50, max=100)
+    background_model: bool = setting(True, "Write background_model.fits and "
+                                     "background_samples.csv")
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    gradient: GradientConfig = field(default_factory=GradientConfig)
+    color: ColorPostConfig = field(default_factory=ColorPostConfig)
+    deconvolution: DeconvolutionConfig = field(default_factory=DeconvolutionConfig)
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+    stretch: StretchConfig = field(default_factory=StretchConfig)
+    stars: StarsConfig = field(default_factory=StarsConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
@@ -157,6 +298,7 @@ class Config:
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     integration: IntegrationConfig = field(default_factory=IntegrationConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
 
 # ----------------------------------------------------------------------------------------------

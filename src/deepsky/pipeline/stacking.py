@@ -15,6 +15,7 @@ import numpy as np
 from deepsky.config import Config
 from deepsky.errors import StackingError
 from deepsky.integrate import normalize, weights as weights_mod
+from deepsky.integrate.drizzle import DrizzlePlan, drizzle_frames
 from deepsky.integrate.reject import combine
 from deepsky.integrate.stack import FrameInput, Integration, StackPlan, integrate, tile_grid
 from deepsky.integrate.trails import Trail, binned_transform, object_mask, trails_from_residual
@@ -43,6 +44,7 @@ class StackGroup:
     path: Path | None = None
     exposure: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
+    drizzle: float = 1.0
 
     @property
     def used(self) -> list[LightRecord]:
@@ -308,6 +310,30 @@ def stack_group(group: StackGroup, cfg: Config, plan_cal: Any, *, out: Path, cac
     n_trails = sum(len(v) for v in group.trails.values())
     ref = group.used[group.norm_ref]
     cards, hist = stack_header(group, cfg, plan, ref, n_trails)
+    ic = cfg.integration
+    bayer_drizzle = group.bayer is not None and (ic.bayer_drizzle
+                                                 or cfg.calibration.debayer == "none")
+    if ic.drizzle > 1.0 or bayer_drizzle:
+        plain = out / filename.replace(".fits", "_nodrizzle.fits")
+        write_stack(plain, result, group, cards, hist + [
+            f"{STACK_VERSION}: the plain stack; the drizzled one is {filename}"])
+        dplan = DrizzlePlan(scale=ic.drizzle, pixfrac=ic.pixfrac, kernel=ic.kernel,
+                            bayer=bayer_drizzle, trail_margin=ic.trail_margin)
+        with reporter.stage("drizzle", total=len(inputs)) as step:
+            dr = drizzle_frames(inputs, dplan, out_shape=group.shape, channels=group.channels,
+                                stack=result.data, progress=step.advance)
+        cards = {**cards, "DRIZZLE": ic.drizzle, "PIXFRAC": ic.pixfrac, "DRZKERN": ic.kernel,
+                 "BAYERDRZ": bayer_drizzle}
+        hist = hist + [f"{STACK_VERSION}: drizzle x{ic.drizzle:g}, pixfrac {ic.pixfrac:g}, "
+                       f"kernel {ic.kernel}" + (", Bayer drizzle (no debayering)"
+                                                if bayer_drizzle else "")]
+        data = dr.data if group.channels == 3 else dr.data[0]
+        weight = dr.weight if group.channels == 3 else dr.weight[0]
+        write_fits(out / filename, data, cards=cards, history=hist,
+                   extensions=[("WEIGHT", weight, {"COMMENT": "drizzle weight"})])
+        group.path = out / filename
+        group.drizzle = ic.drizzle
+        return group.path, result
     path = write_stack(out / filename, result, group, cards, hist)
     group.path = path
     return path, result
