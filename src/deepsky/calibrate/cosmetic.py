@@ -9,8 +9,10 @@ Defects are found where they show best:
 * pixels that **spike in most lights** (for sessions without darks: a hot pixel lights no
   neighbour and stays on the same pixel; a star is spread over several).
 
-A defect is replaced by the median of its same-colour neighbours that are not defective
-themselves (distance 1 for mono; the nearest pixels of the same CFA colour on a mosaic).
+A defect is replaced by the median of its nearest same-colour neighbours that are not
+defective themselves (the inner ring of 4: distance 1 for mono, the nearest pixels of the same
+CFA colour on a mosaic; the next ring of 4 when fewer than two of those are usable). The
+nearest pixels matter on a star, whose profile falls fast.
 The defect map is a boolean image, ``True`` = defective (excluded).
 """
 
@@ -67,12 +69,14 @@ def find_cold_pixels(flat: np.ndarray, bayer: str | None, *, sigma: float = 5.0,
 
 
 def find_bad_lines(image: np.ndarray, bayer: str | None, *, sigma: float = 5.0,
-                   min_level: float = 0.0) -> np.ndarray:
+                   min_level: float = 0.0, min_pixel_sigmas: float = 1.0) -> np.ndarray:
     """Whole columns or rows whose median stands out from their neighbours' (a defect mask
     with those lines set). Works per CFA colour on a mosaic.
 
     The threshold is ``sigma`` times the larger of the spread of the line medians and the
-    noise a median of that many pixels has, so a clean frame flags nothing.
+    noise a median of that many pixels has, so a clean frame flags nothing; and a line must
+    also stand out by ``min_pixel_sigmas`` times the per-pixel noise: a defect worth
+    replacing, not a faint offset that subtraction already removes.
     """
     mask = np.zeros(image.shape, bool)
     for sl in _same_color_planes(image, bayer):
@@ -86,7 +90,8 @@ def find_bad_lines(image: np.ndarray, bayer: str | None, *, sigma: float = 5.0,
             d = prof - base
             n_pix = plane.shape[axis]
             floor = 1.2533 * pix_noise / np.sqrt(max(1, n_pix))
-            bad = np.abs(d) > max(sigma * max(robust_sigma(d), floor), min_level)
+            bad = np.abs(d) > max(sigma * max(robust_sigma(d), floor), min_level,
+                                  min_pixel_sigmas * pix_noise)
             if not bad.any():
                 continue
             sub = np.zeros(plane.shape, bool)
@@ -128,11 +133,12 @@ def find_spikes(image: np.ndarray, bayer: str | None, *, sigma: float = 8.0,
 # Replacement
 # ----------------------------------------------------------------------------------------------
 def _neighbour_offsets(bayer: str | None) -> dict[str, np.ndarray]:
-    """Offsets (dy, dx) of same-colour neighbours, for the colour at each 2x2 phase."""
+    """Offsets (dy, dx) of same-colour neighbours for the colour at each 2x2 phase: the 4
+    nearest first (the inner ring), then the next 4."""
     if not bayer:
-        offs = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-        return {"*": np.array(offs)}
-    rb = [(dy, dx) for dy in (-2, 0, 2) for dx in (-2, 0, 2) if (dy, dx) != (0, 0)]
+        return {"*": np.array([(-1, 0), (1, 0), (0, -1), (0, 1),
+                               (-1, -1), (-1, 1), (1, -1), (1, 1)])}
+    rb = [(-2, 0), (2, 0), (0, -2), (0, 2), (-2, -2), (-2, 2), (2, -2), (2, 2)]
     g = [(-1, -1), (-1, 1), (1, -1), (1, 1), (-2, 0), (2, 0), (0, -2), (0, 2)]
     return {"R": np.array(rb), "B": np.array(rb), "G": np.array(g)}
 
@@ -201,9 +207,15 @@ class DefectMap:
             vals = plane[nyc, nxc].astype(np.float32)
             vals[~valid] = np.nan
             vals[~np.isfinite(vals)] = np.nan
+            inner = vals[:, :4]
+            use_inner = np.isfinite(inner).sum(axis=1) >= 2
             ok = np.isfinite(vals).any(axis=1)
             rep = np.full(len(ys), np.nan, np.float32)
-            if ok.any():
-                rep[ok] = np.nanmedian(vals[ok], axis=1)
+            a = use_inner
+            b = ok & ~use_inner
+            if a.any():
+                rep[a] = np.nanmedian(inner[a], axis=1)
+            if b.any():
+                rep[b] = np.nanmedian(vals[b], axis=1)
             plane[ys[ok], xs[ok]] = rep[ok]
         return data
