@@ -179,12 +179,14 @@ class SkyModel:
 
     ``level`` is a smooth background map (float32 ``(H, W)``); ``noise`` the per-pixel
     background noise (standard deviation, one number); ``sources`` a bool map, ``True`` on
-    stars, galaxies and nebulae (the pixels a background estimate must exclude).
+    stars, galaxies and nebulae (the pixels a background estimate must exclude);
+    ``extended`` the part of it that is extended emission (galaxies, nebulae, not stars).
     """
 
     level: np.ndarray
     noise: float
     sources: np.ndarray
+    extended: np.ndarray
 
 
 def sky_model(lum: np.ndarray, *, mask: np.ndarray | None = None, nsigma: float = 2.5,
@@ -209,6 +211,7 @@ def sky_model(lum: np.ndarray, *, mask: np.ndarray | None = None, nsigma: float 
     h, w = lum.shape
     box = int(np.clip(min(h, w) // 10, 16, 256))
     src: np.ndarray | None = None
+    ext = np.zeros((h, w), dtype=bool)
     level = np.zeros((h, w), np.float32)
     noise = 0.0
     for npass in range(2):
@@ -222,9 +225,10 @@ def sky_model(lum: np.ndarray, *, mask: np.ndarray | None = None, nsigma: float 
         sm = gaussian(resid, 1.5)
         _, sn = clipped_stats(sample(sm if excl is None else sm[~excl]))
         src = sm > nsigma * sn if sn > 0 else np.zeros((h, w), dtype=bool)
-        src = dilate(src, grow) | _extended(resid, nsigma)
+        ext = _extended(resid, nsigma)
+        src = dilate(src, grow) | ext
     assert src is not None
-    return SkyModel(level=level, noise=float(noise), sources=src)
+    return SkyModel(level=level, noise=float(noise), sources=src, extended=ext)
 
 
 def _extended(resid: np.ndarray, nsigma: float, binning: int = 4) -> np.ndarray:

@@ -3,22 +3,30 @@
 How it works
 ------------
 1. **Samples.** A regular grid of square boxes covers the image (``grid`` boxes along the
-   long side). A box is a *sample*: its value is the sigma-clipped median of the pixels it
-   holds, per channel, leaving out the pixels of the source mask (stars, galaxies, nebulae;
-   see :func:`deepsky.postprocess._common.sky_model`). :func:`background_samples` returns
+   long side). A box is a *sample*: its value is the sigma-clipped mean of the pixels it
+   holds (clipped at 2 sigma above and 3 below: faint star wings only ever add light), per
+   channel, leaving out the pixels of the source mask (stars, galaxies and, from a 4x4
+   binned map, their faint halos; see :func:`deepsky.postprocess._common.sky_model`).
+   :func:`background_samples` returns
    the automatic sample positions as an editable ``(n, 2)`` array of ``(x, y)`` box centres;
    :func:`fit_background` fits a surface through any given list of positions, so a user can
    add, move or delete samples and fit again (``process_file`` writes the list it used to
    ``background_samples.csv`` and reads one back with ``gradient.samples_file``).
-2. **Rejection of samples on objects.** A sample is dropped when more than half of its box
+2. **Rejection of samples on objects.** A sample is dropped when more than 70 % of its box
    is masked, when it is brighter (or much darker) than the median of its neighbours by more
-   than ``tolerance`` times the scatter of such differences, and when it lies more than
-   ``tolerance`` sigma above a robust polynomial fit of all samples (iterated): the faint
-   outer halo of a galaxy, invisible pixel by pixel, stands out at the level of a box.
+   than ``tolerance`` times the scatter of such differences (or of the sample noise), and,
+   for the polynomial surface, when it lies more than ``tolerance`` sigma above a robust
+   polynomial fit of all samples (iterated; a sample next to two rejected bright ones is
+   held to 1 sigma): the faint outer halo of a galaxy, invisible pixel by pixel, stands out
+   at the level of a box.
 3. **Surface.** ``method="poly"``: a least-squares polynomial of total degree 1-4 in the
-   normalised coordinates, per channel. ``method="rbf"``: a thin-plate-spline radial basis
-   function through the samples (scipy's ``RBFInterpolator``, ``smoothing`` > 0 lets it pass
-   near rather than through them) evaluated on a coarse grid and interpolated bicubically.
+   normalised coordinates, per channel, weighted by the valid pixels of each sample.
+   ``method="rbf"``: a thin-plate-spline radial basis function with a quadratic trend
+   (scipy's ``RBFInterpolator``; the trend carries the surface into corners without
+   samples; ``smoothing`` > 0 lets it pass near rather than through the samples, 0 through
+   them), evaluated on a coarse grid and interpolated bicubically. A sample's value applies
+   at the centroid of its valid pixels, not at the box centre, so a half-masked box does not
+   shift the surface along a steep gradient.
 4. **Correction.** ``mode="subtract"`` (light pollution, additive):
    ``out = data - model + pedestal``; ``mode="divide"`` (vignetting, multiplicative):
    ``out = data / model * pedestal``; ``pedestal`` is the median of the model per channel,
@@ -87,7 +95,11 @@ def _box_indices(samples: np.ndarray, box: int, shape: tuple[int, int]
     bh, bw = min(box, h), min(box, w)
     x0 = np.clip(np.floor(samples[:, 0] - (bw - 1) / 2.0 + 0.5).astype(np.int64), 0, w - bw)
     y0 = np.clip(np.floor(samples[:, 1] - (bh - 1) / 2.0 + 0.5).astype(np.int64), 0, h - bh)
-    return y0[:, None] + np.arange(bh)[None, :], x0[:, None] + np.arange(bw)[None, :]
+    # Boxes wider than 48 px use every k-th row and column: 2000+ pixels are plenty for a
+    # clipped mean, and the statistics stay fast on large images.
+    k = max(1, min(bh, bw) // 48)
+    return (y0[:, None] + np.arange(0, bh, k)[None, :],
+            x0[:, None] + np.arange(0, bw, k)[None, :])
 
 
 def _box_centres(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -147,7 +159,7 @@ def _box_stats(img: np.ndarray, rows: np.ndarray, cols: np.ndarray,
 
 def sample_values(data: Any, samples: Any, *, box: int | None = None, mask: Any = None,
                   grid: int = 16) -> np.ndarray:
-    """Background value at each sample: the sigma-clipped median of its box, per channel.
+    """Background value at each sample: the sigma-clipped mean of its box, per channel.
 
     Parameters
     ----------
@@ -181,7 +193,8 @@ def background_samples(
     box: int | None = None,
     mask: Any = None,
     tolerance: float = 3.0,
-    degree: int = 2,
+    degree: int | None = 2,
+    sources: Any = None,
 ) -> np.ndarray:
     """Automatic background sample positions that avoid stars, galaxies and nebulae.
 
@@ -197,8 +210,13 @@ def background_samples(
         ``True`` marks pixels no sample may use (added to the automatic source mask).
     tolerance : float
         Rejection threshold in sigma (see the module notes); lower rejects more.
-    degree : int
-        Degree of the robust polynomial the samples are compared with (1-4).
+    degree : int or None
+        Degree of the robust polynomial the samples are compared with (1-4); ``None``
+        compares them with their neighbours only (for backgrounds no polynomial follows,
+        which the RBF surface is for).
+    sources : array_like of bool, (H, W), optional
+        A source mask already computed for this image (``True`` = excluded); by default
+        the automatic one.
 
     Returns
     -------
@@ -214,14 +232,24 @@ def background_samples(
     img = as_image(data)
     grid = check_number("grid", grid, 4, 64, integer=True)
     tolerance = check_number("tolerance", tolerance, 0.5, 100.0)
-    degree = check_number("degree", degree, 1, 4, integer=True)
+    if degree is not None:
+        degree = check_number("degree", degree, 1, 4, integer=True)
     b = default_box(img.shape, grid) if box is None else check_number("box", box, 3, None,
                                                                        integer=True)
     h, w = img.shape[-2:]
     user = as_mask(mask, (h, w))
     lum = luminance(img)
-    sky = sky_model(lum, mask=user)
-    excl = sky.sources if user is None else (sky.sources | user)
+    if sources is None:
+        sky = sky_model(lum, mask=user)
+        src, noise = sky.sources, sky.noise
+    else:
+        src = as_mask(sources, (h, w), "sources")
+        # Pixel noise from differences of neighbours over the sky (blind to gradients).
+        diff = lum[:, 1:] - lum[:, :-1]
+        ok = ~(src[:, 1:] | src[:, :-1])
+        vals = diff[ok] if ok.any() else diff.ravel()
+        noise = float(MADN * np.median(np.abs(vals - np.median(vals)))) / math.sqrt(2.0)
+    excl = src if user is None else (src | user)
 
     spacing = max(h, w) / grid
     nx, ny = max(2, int(round(w / spacing))), max(2, int(round(h / spacing)))
@@ -235,11 +263,12 @@ def background_samples(
     keep = (frac >= 0.3) & np.isfinite(v)
     # Noise of one sample value: the clipped mean of n pixels, about sigma / sqrt(n).
     n_pix = np.maximum(frac * rows.shape[1] * cols.shape[1], 1.0)
-    sample_noise = 1.05 * sky.noise / np.sqrt(n_pix)
+    sample_noise = 1.05 * noise / np.sqrt(n_pix)
 
     keep = _reject_by_neighbours(pts, v, keep, spacing, tolerance, sample_noise)
-    keep = _reject_by_surface(_valid_centres(rows, cols, excl), v, keep, (h, w), degree,
-                              tolerance, sample_noise, spacing)
+    if degree is not None:
+        keep = _reject_by_surface(_valid_centres(rows, cols, excl), v, keep, (h, w), degree,
+                                  tolerance, sample_noise, spacing)
     out = pts[keep]
     if len(out) < _n_terms(1):
         raise ProcessingError(f"only {len(out)} background samples are free of objects "
@@ -337,6 +366,7 @@ def fit_background(
     grid: int = 16,
     mask: Any = None,
     exclude_sources: bool = True,
+    sources: Any = None,
 ) -> np.ndarray:
     """Fit a background surface through the given samples.
 
@@ -350,8 +380,9 @@ def fit_background(
     method : {"poly", "rbf"}
         Polynomial of total ``degree`` (1-4) or thin-plate-spline RBF.
     smoothing : float
-        RBF only: 0 passes exactly through the samples; larger values smooth more (the
-        value is relative to the scatter of the samples, 1 suits most stacks).
+        RBF only: 0 passes exactly through the samples; larger values smooth more, towards
+        the quadratic trend (the value is relative to the scatter and number of the
+        samples; 1 suits most stacks).
     box, grid : int
         Sample box side (default: the spacing of a ``grid``-box grid).
     mask : array_like of bool, (H, W), optional
@@ -360,6 +391,8 @@ def fit_background(
         Leave the pixels of the automatic source mask (stars, galaxies) out of each box's
         statistics as well (default), so a sample placed by hand near a star still measures
         the sky.
+    sources : array_like of bool, (H, W), optional
+        That source mask, if already computed.
 
     Returns
     -------
@@ -376,7 +409,8 @@ def fit_background(
     rows, cols = _box_indices(pts, b, img.shape[-2:])
     excl = as_mask(mask, img.shape[-2:])
     if exclude_sources:
-        src = sky_model(luminance(img), mask=excl).sources
+        src = sky_model(luminance(img), mask=excl).sources if sources is None else \
+            as_mask(sources, img.shape[-2:], "sources")
         excl = src if excl is None else (src | excl)
     vals, frac = _box_stats(img, rows, cols, excl)
     centres = _valid_centres(rows, cols, excl)
@@ -414,8 +448,8 @@ def _fit_rbf(pts: np.ndarray, vals: np.ndarray, shape: tuple[int, int], smoothin
     sd = vals.std(axis=1, keepdims=True)
     sd[sd <= 0] = 1.0
     z = ((vals - mu) / sd).T
-    rbf = RBFInterpolator(xy, z, kernel="thin_plate_spline", degree=1,
-                          smoothing=smoothing * 1e-3 * len(pts))
+    rbf = RBFInterpolator(xy, z, kernel="thin_plate_spline", degree=2 if len(pts) >= 12 else 1,
+                          smoothing=smoothing * 1e-2 * len(pts))
     step_px = max(4, int(round(max(h, w) / 96)))
     gy = np.unique(np.append(np.arange(0, h, step_px), h - 1)).astype(np.float64)
     gx = np.unique(np.append(np.arange(0, w, step_px), w - 1)).astype(np.float64)
@@ -502,13 +536,16 @@ def extract_background(
     img = as_image(data)
     mode = check_choice("mode", mode, MODES)
     given = samples is not None
+    user = as_mask(mask, img.shape[-2:])
+    src = sky_model(luminance(img), mask=user).sources
     if given:
         pts = _check_samples(samples, img.shape)
     else:
-        pts = background_samples(img, grid=grid, box=box, mask=mask, tolerance=tolerance,
-                                 degree=min(degree, 2) if method == "rbf" else degree)
+        pts = background_samples(img, grid=grid, box=box, mask=user, tolerance=tolerance,
+                                 degree=None if method == "rbf" else degree,
+                                 sources=src)
     model = fit_background(img, pts, method=method, degree=degree, smoothing=smoothing,
-                           box=box, grid=grid, mask=mask)
+                           box=box, grid=grid, mask=user, sources=src)
     out, ped = apply_background(img, model, mode=mode)
     what = f"degree {degree}" if method == "poly" else f"smoothing {smoothing:g}"
     line = step("background", f"{mode} {method} ({what}), {len(pts)} "

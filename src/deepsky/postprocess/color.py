@@ -47,6 +47,7 @@ __all__ = [
     "measure_star_colors",
     "star_white_balance",
     "g2v_white_balance",
+    "object_white_balance",
     "apply_white_balance",
     "photometric_color_calibration",
     "scnr",
@@ -247,6 +248,28 @@ def _gains_for(colour: np.ndarray) -> np.ndarray:
     return g * (colour.mean() / (g * colour).mean())
 
 
+def object_white_balance(data: Any, *, background: Any = None, mask: Any = None
+                         ) -> np.ndarray:
+    """Gains ``(3,)`` that make the summed light of everything above the sky neutral (all
+    source pixels, background subtracted, the brightest 0.1 % left out as possibly
+    saturated): the fallback of the star white balance when an image has too few stars."""
+    img = _colour(as_image(data))
+    user = as_mask(mask, img.shape[-2:])
+    src = sky_model(luminance(img), mask=user).sources
+    if user is not None:
+        src &= ~user
+    bg = background_levels(img, mask=mask) if background is None else np.asarray(background)
+    if not src.any():
+        return np.ones(3)
+    sig = img[:, src] - np.asarray(bg, dtype=np.float32)[:, None]
+    lum = sig.mean(axis=0)
+    keep = lum < np.percentile(lum, 99.9)
+    tot = sig[:, keep].sum(axis=1)
+    if not np.all(tot > 0):
+        return np.ones(3)
+    return _gains_for(tot / tot.mean())
+
+
 def g2v_white_balance(red: float = 1.0, blue: float = 1.0) -> np.ndarray:
     """Gains ``(3,)`` that make a G2V (sun-like) star neutral, given the ``R/G`` (``red``)
     and ``B/G`` (``blue``) flux ratios such a star records with the camera."""
@@ -358,8 +381,9 @@ def calibrate_color(
     Parameters
     ----------
     white_balance : {"stars", "g2v", "none", "photometric"}
-        ``"stars"``: mean colour of unsaturated stars made neutral (falls back to no
-        change, with a note in the history, when too few stars are found); ``"g2v"``: gains
+        ``"stars"``: mean colour of unsaturated stars made neutral (falls back to
+        :func:`object_white_balance`, with a note in the history, when fewer than 5 stars
+        are usable); ``"g2v"``: gains
         from ``g2v_ratios`` (the ``R/G``, ``B/G`` a G2V star records); ``"photometric"``
         raises "not available yet".
     neutralize : bool
@@ -386,9 +410,9 @@ def calibrate_color(
         try:
             gains, n_stars = star_white_balance(img, mask=mask)
             notes.append(f"white balance from {n_stars} stars")
-        except ProcessingError as err:
-            gains = np.ones(3)
-            notes.append(f"no star white balance ({err})")
+        except ProcessingError:
+            gains = object_white_balance(img, background=bg, mask=mask)
+            notes.append("too few stars: white balance from the mean colour of all objects")
     elif white_balance == "g2v":
         gains = g2v_white_balance(*g2v_ratios)
         notes.append(f"white balance G2V R/G={g2v_ratios[0]:g} B/G={g2v_ratios[1]:g}")
