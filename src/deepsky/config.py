@@ -93,7 +93,9 @@ class RegistrationConfig:
     reference: str = setting("auto", "Reference frame: auto (the best frame) or a light's "
                                      "file name")
     model: Literal["shift", "similarity", "affine", "homography"] = setting(
-        "homography", "Transform model (fewer matched stars fall back to simpler models)")
+        "affine", "Transform model: affine (default: best prediction on real data, see "
+        "docs/registration.md), similarity, shift or homography; few matched stars fall back to "
+        "simpler models")
     interpolation: Literal["lanczos3", "bicubic", "bilinear", "nearest"] = setting(
         "lanczos3", "Resampling of frames onto the reference grid")
     clamp: bool = setting(True, "Clamp Lanczos resampling so bright stars get no dark rings")

@@ -15,6 +15,8 @@ from numba import njit
 # p = [x, y, A, B, C, bg[0..nch-1], amp[0..nch-1]]
 X, Y, A, B, C = range(5)
 BG0 = 5
+# the pixel-local parameters (x, y, bg, amp) of a fit with a fixed shape
+FIXED = np.array([0, 1, 5, 6], np.int64)
 NPMAX = 11
 
 
@@ -26,6 +28,30 @@ def amp0(nch: int) -> int:
 # status codes of a fit
 FIT_OK = 0
 FIT_FAILED = 1
+
+
+@njit(cache=True, nogil=True)
+def local_maxima(sm, floor, row_box, col_box, border):  # pragma: no cover - numba
+    """Pixels of ``sm`` above ``floor[row_box[y], col_box[x]]`` (a coarse lower bound of the
+    detection threshold) that are local maxima of their 3x3 neighbourhood (strict against
+    earlier neighbours in raster order, ``>=`` against later ones, so a plateau gives one).
+    Returns their flat indices."""
+    h, w = sm.shape
+    out = []
+    for y in range(border, h - border):
+        fy = floor[row_box[y]]
+        for x in range(border, w - border):
+            v = sm[y, x]
+            if v <= fy[col_box[x]]:
+                continue
+            if (v > sm[y, x - 1] and v >= sm[y, x + 1] and v > sm[y - 1, x - 1]
+                    and v > sm[y - 1, x] and v > sm[y - 1, x + 1] and v >= sm[y + 1, x - 1]
+                    and v >= sm[y + 1, x] and v >= sm[y + 1, x + 1]):
+                out.append(y * w + x)
+    res = np.empty(len(out), np.int64)
+    for i in range(len(out)):
+        res[i] = out[i]
+    return res
 
 
 @njit(cache=True, nogil=True)
@@ -93,14 +119,43 @@ def peak_sharpness(img, xs, ys, level):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
+def mosaic_sharpness(mosaic, xs, ys, level, ratio):  # pragma: no cover - numba
+    """:func:`peak_sharpness` on a Bayer mosaic for luminance peaks at ``(xs, ys)`` (the
+    mosaic point ``(x + 0.5, y + 0.5)``), each pixel against its own channel's background
+    ``level * ratio[2 (y % 2) + x % 2]``."""
+    h, w = mosaic.shape
+    n = xs.shape[0]
+    out = np.full(n, np.nan)
+    for i in range(n):
+        bx = xs[i]
+        by = ys[i]
+        bv = -np.inf
+        for yy in range(max(ys[i], 0), min(ys[i] + 2, h)):
+            for xx in range(max(xs[i], 0), min(xs[i] + 2, w)):
+                v = mosaic[yy, xx] - level[i] * ratio[(yy & 1) * 2 + (xx & 1)]
+                if v > bv:
+                    bv = v
+                    bx = xx
+                    by = yy
+        tot = 0.0
+        for yy in range(max(by - 1, 0), min(by + 2, h)):
+            for xx in range(max(bx - 1, 0), min(bx + 2, w)):
+                tot += mosaic[yy, xx] - level[i] * ratio[(yy & 1) * 2 + (xx & 1)]
+        if tot > 0:
+            out[i] = bv / tot
+    return out
+
+
+@njit(cache=True, nogil=True)
 def _gauss(p, nch, c, dx, dy):  # pragma: no cover - numba
     return p[BG0 + nch + c] * np.exp(-0.5 * (p[A] * dx * dx + 2.0 * p[B] * dx * dy
                                              + p[C] * dy * dy))
 
 
 @njit(cache=True, nogil=True)
-def _chol_solve(M, g, n):  # pragma: no cover - numba
-    L = np.zeros((n, n))
+def _chol_solve(M, g, n, L, z, x):  # pragma: no cover - numba
+    """Solve ``M x = g`` (symmetric positive definite, n x n) into ``x``; False if not SPD.
+    ``L`` and ``z`` are scratch buffers (no allocation in the fit loop)."""
     for i in range(n):
         for j in range(i + 1):
             s = M[i, j]
@@ -108,23 +163,21 @@ def _chol_solve(M, g, n):  # pragma: no cover - numba
                 s -= L[i, k] * L[j, k]
             if i == j:
                 if s <= 0.0:
-                    return np.zeros(n), False
+                    return False
                 L[i, i] = np.sqrt(s)
             else:
                 L[i, j] = s / L[j, j]
-    z = np.empty(n)
     for i in range(n):
         s = g[i]
         for k in range(i):
             s -= L[i, k] * z[k]
         z[i] = s / L[i, i]
-    x = np.empty(n)
     for i in range(n - 1, -1, -1):
         s = z[i]
         for k in range(i + 1, n):
             s -= L[k, i] * x[k]
         x[i] = s / L[i, i]
-    return x, True
+    return True
 
 
 @njit(cache=True, nogil=True)
@@ -151,30 +204,40 @@ def _valid(p, nch, cw):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def fit_gaussian(d, wt, px, py, pc, m, p, nch, cw, maxiter, tol):  # pragma: no cover - numba
+def fit_gaussian(d, wt, px, py, pc, m, p, nch, cw, maxiter, tol,
+                 free_shape):  # pragma: no cover - numba
     """Levenberg-Marquardt fit of an elliptical Gaussian plus a constant per channel.
 
     ``d, wt, px, py, pc`` are the first ``m`` pixels' values, weights (0 = left out),
     coordinates and channels; ``p`` holds the starting point and receives the result;
     ``cw`` the share of pixels of each channel (the mean amplitude ``sum(cw * amp)`` must
-    stay positive). Iterates until the centre moves less than ``tol`` pixels. Returns True
-    when the fit converged to a valid Gaussian.
+    stay positive). With ``free_shape`` False the shape (A, B, C) stays as given and only
+    the centre, backgrounds and amplitudes are fitted (faint stars: about 3x cheaper).
+    Iterates until the centre moves less than ``tol`` pixels. Returns True when the fit
+    converged to a valid Gaussian.
     """
     npar = BG0 + 2 * nch
     M = np.empty((npar, npar))
     Md = np.empty((npar, npar))
     g = np.empty(npar)
     J = np.empty(7)
-    idx = np.empty(7, np.int64)
+    idx = np.array([X, Y, A, B, C, 0, 0], np.int64)
+    Mc = np.empty((nch, 7, 7))
+    gc = np.empty((nch, 7))
     pn = np.empty(npar)
+    Ls = np.zeros((npar, npar))
+    zs = np.empty(npar)
+    step = np.empty(npar)
     e = np.empty(m)
     en = np.empty(m)
     lam = 1e-3
     chi = _eval(d, wt, px, py, pc, m, p, nch, e)
     converged = False
     for _ in range(maxiter):
-        M[:, :] = 0.0
-        g[:] = 0.0
+        # normal equations per channel on the 7 parameters a pixel depends on (fixed
+        # indices, lower triangle), then scattered symmetrically into M
+        Mc[:, :, :] = 0.0
+        gc[:, :] = 0.0
         for k in range(m):
             wk = wt[k]
             if wk == 0.0:
@@ -185,7 +248,6 @@ def fit_gaussian(d, wt, px, py, pc, m, p, nch, cw, maxiter, tol):  # pragma: no 
             ek = e[k]
             ae = p[BG0 + nch + c] * ek
             r = d[k] - p[BG0 + c] - ae
-            # the 7 parameters this pixel depends on
             J[0] = ae * (p[A] * dx + p[B] * dy)
             J[1] = ae * (p[B] * dx + p[C] * dy)
             J[2] = -0.5 * ae * dx * dx
@@ -193,33 +255,42 @@ def fit_gaussian(d, wt, px, py, pc, m, p, nch, cw, maxiter, tol):  # pragma: no 
             J[4] = -0.5 * ae * dy * dy
             J[5] = 1.0
             J[6] = ek
-            idx[0] = X
-            idx[1] = Y
-            idx[2] = A
-            idx[3] = B
-            idx[4] = C
+            if free_shape:
+                for a in range(7):
+                    wja = wk * J[a]
+                    gc[c, a] += wja * r
+                    for b in range(a + 1):
+                        Mc[c, a, b] += wja * J[b]
+            else:
+                for a in range(4):
+                    ia = FIXED[a]
+                    wja = wk * J[ia]
+                    gc[c, ia] += wja * r
+                    for b in range(a + 1):
+                        Mc[c, ia, FIXED[b]] += wja * J[FIXED[b]]
+        M[:, :] = 0.0
+        g[:] = 0.0
+        for c in range(nch):
             idx[5] = BG0 + c
             idx[6] = BG0 + nch + c
             for a in range(7):
-                wja = wk * J[a]
-                ia = idx[a]
-                g[ia] += wja * r
+                g[idx[a]] += gc[c, a]
                 for b in range(a + 1):
-                    M[ia, idx[b]] += wja * J[b]
-        # M was filled on one side of the diagonal per pair; symmetrise
-        for a in range(npar):
-            for b in range(a):
-                v = M[a, b] + M[b, a]
-                M[a, b] = v
-                M[b, a] = v
+                    v = Mc[c, a, b]
+                    M[idx[a], idx[b]] += v
+                    if a != b:
+                        M[idx[b], idx[a]] += v
+        if not free_shape:  # the shape does not move
+            for a in (A, B, C):
+                M[a, a] = 1.0
+                g[a] = 0.0
         accepted = False
         while lam < 1e7:
             for a in range(npar):
                 for b in range(npar):
                     Md[a, b] = M[a, b]
                 Md[a, a] = M[a, a] * (1.0 + lam) + 1e-12
-            step, ok = _chol_solve(Md, g, npar)
-            if ok:
+            if _chol_solve(Md, g, npar, Ls, zs, step):
                 for a in range(npar):
                     pn[a] = p[a] + step[a]
                 if _valid(pn, nch, cw):
@@ -243,15 +314,16 @@ def fit_gaussian(d, wt, px, py, pc, m, p, nch, cw, maxiter, tol):  # pragma: no 
 
 
 @njit(cache=True, nogil=True)
-def fit_pass(img, chan, nch, bad, has_bad, params, prev, rad, todo, nbr_ptr, nbr_idx, status,
-             maxiter, max_shift):  # pragma: no cover - numba
+def fit_pass(img, chan, nch, bad, has_bad, sat_level, params, prev, rad, todo, nbr_ptr, nbr_idx,
+             status, maxiter, max_shift, free):  # pragma: no cover - numba
     """Fit the stars listed in ``todo``, each on its own stamp of radius ``rad[i]``.
 
     ``chan[(y % 2) * 2 + x % 2]`` is the channel of pixel (x, y) (all 0 for mono).
     ``params[i]`` holds the starting point and receives the fit. Light of the neighbours
     ``nbr_idx[nbr_ptr[i]:nbr_ptr[i+1]]`` is subtracted with their models in ``prev`` (so a
-    second pass deblends close pairs, Jacobi style). Pixels with ``bad & 3`` (excluded or
-    saturated) are not fitted. ``status[i]`` is FIT_OK or FIT_FAILED.
+    second pass deblends close pairs, Jacobi style). Excluded pixels (``bad & 1``) and
+    saturated ones (``>= sat_level``) are not fitted. ``free[i]`` False keeps star i's
+    shape fixed. ``status[i]`` is FIT_OK or FIT_FAILED.
     """
     h, w = img.shape
     npar = BG0 + 2 * nch
@@ -286,10 +358,10 @@ def fit_pass(img, chan, nch, bad, has_bad, params, prev, rad, todo, nbr_ptr, nbr
                     continue
                 c = chan[(yy & 1) * 2 + (xx & 1)]
                 v = img[yy, xx]
+                good = np.isfinite(v) and v < sat_level and not (has_bad and bad[yy, xx] & 1)
                 for q in range(nbr_ptr[i], nbr_ptr[i + 1]):
                     j = nbr_idx[q]
                     v -= _gauss(prev[j], nch, c, xx - prev[j, X], yy - prev[j, Y])
-                good = np.isfinite(v) and not (has_bad and (bad[yy, xx] & 3) != 0)
                 d[m] = v if good else 0.0
                 wt[m] = 1.0 if good else 0.0
                 px[m] = xx - cx
@@ -305,7 +377,7 @@ def fit_pass(img, chan, nch, bad, has_bad, params, prev, rad, todo, nbr_ptr, nbr
         x_start = p[X]
         y_start = p[Y]
         ok = ngood >= 3 * npar and fit_gaussian(d, wt, px, py, pc, m, p, nch, cw, maxiter,
-                                                1e-4)
+                                                1e-3, free[i])
         if ok and (p[X] - x_start) ** 2 + (p[Y] - y_start) ** 2 > max_shift * max_shift:
             ok = False
         if ok:
@@ -319,9 +391,9 @@ def fit_pass(img, chan, nch, bad, has_bad, params, prev, rad, todo, nbr_ptr, nbr
 
 
 @njit(cache=True, nogil=True)
-def peak_and_saturation(img, chan, nch, bad, has_bad, params):  # pragma: no cover - numba
+def peak_and_saturation(img, chan, nch, sat_level, params):  # pragma: no cover - numba
     """Highest pixel above its channel's fitted background within 1.5 px of each centre,
-    and whether a saturated pixel (``bad & 2``) lies there."""
+    and whether a saturated pixel (``>= sat_level``) lies there."""
     n = params.shape[0]
     h, w = img.shape
     peak = np.full(n, np.nan)
@@ -336,7 +408,7 @@ def peak_and_saturation(img, chan, nch, bad, has_bad, params):  # pragma: no cov
             for xx in range(max(cx - 2, 0), min(cx + 3, w)):
                 if (xx - xc) ** 2 + (yy - yc) ** 2 > 2.25:
                     continue
-                if has_bad and (bad[yy, xx] & 2):
+                if img[yy, xx] >= sat_level:
                     sat[i] = True
                 v = img[yy, xx] - params[i, BG0 + chan[(yy & 1) * 2 + (xx & 1)]]
                 if v > best:
@@ -346,25 +418,34 @@ def peak_and_saturation(img, chan, nch, bad, has_bad, params):  # pragma: no cov
 
 
 @njit(cache=True, nogil=True)
-def measure(mimg, xs, ys, bg, nbr_ptr, nbr_idx, namp, na, nb, nc, hfr_rad):  # pragma: no cover
-    """Sharpness and half-flux radius of each star on the (mono) measure image ``mimg``.
+def measure(mimg, xs, ys, bg, nbr_ptr, nbr_idx, namp, na, nb, nc, hfr_rad, r_in, r_out_q,
+            r_out, do_wing):  # pragma: no cover - numba
+    """Sharpness, half-flux radius and wing level of each star on the measure image ``mimg``.
 
     ``xs, ys`` are the centres and ``bg`` the local background in ``mimg``; neighbours'
     light is removed with their Gaussian models ``namp * exp(-0.5 (na dx^2 + 2 nb dx dy +
     nc dy^2))``. The sharpness is ``max / sum`` of the background-subtracted 3x3 pixels
     around the brightest pixel near the centre (hot pixels and cosmic rays are near 1); the
-    half-flux radius is measured within ``hfr_rad[i]`` from a radial profile in 0.2 px bins.
+    half-flux radius is measured within ``hfr_rad[i]`` from a radial profile in 0.2 px bins;
+    the wing level is the median of the background-subtracted pixels whose distance from
+    the centre, in units of the star's own fitted sigma (elliptical), is between ``r_in``
+    and ``r_out_q`` (``r_out[i]`` pixels bound the search), over the star's amplitude
+    ``namp[i]`` (where ``do_wing[i]``, else NaN): a few hundredths for a star, trailed or
+    not, large (of either sign) for a galaxy core or nebula knot that a small Gaussian
+    fitted the top of.
     """
     n = xs.shape[0]
     h, w = mimg.shape
     sharp = np.full(n, np.nan)
     hfr = np.full(n, np.nan)
+    wing = np.full(n, np.nan)
     maxr = 1
     for i in range(n):
-        maxr = max(maxr, int(np.ceil(hfr_rad[i])))
+        maxr = max(maxr, int(np.ceil(max(hfr_rad[i], r_out[i]))))
     size = (2 * maxr + 1) ** 2
     rr = np.empty(size)
     ff = np.empty(size)
+    ann = np.empty(size)
     for i in range(n):
         xc = xs[i]
         yc = ys[i]
@@ -403,6 +484,21 @@ def measure(mimg, xs, ys, bg, nbr_ptr, nbr_idx, namp, na, nb, nc, hfr_rad):  # p
                 rr[m] = r
                 ff[m] = v
                 m += 1
+        ia = int(np.ceil(r_out[i])) if do_wing[i] else -1
+        na_ = 0
+        for yy in range(max(cy - ia, 0), min(cy + ia + 1, h)):
+            for xx in range(max(cx - ia, 0), min(cx + ia + 1, w)):
+                dx = xx - xc
+                dy = yy - yc
+                q2 = na[i] * dx * dx + 2.0 * nb[i] * dx * dy + nc[i] * dy * dy
+                if q2 < r_in * r_in or q2 > r_out_q * r_out_q:
+                    continue
+                v = mimg[yy, xx] - bg[i]
+                if np.isfinite(v):
+                    ann[na_] = v
+                    na_ += 1
+        if na_ > 0 and namp[i] > 0:
+            wing[i] = np.median(ann[:na_]) / namp[i]
         if m > 0:
             nbin = int(R / 0.2) + 2
             prof = np.zeros(nbin)
@@ -418,4 +514,4 @@ def measure(mimg, xs, ys, bg, nbr_ptr, nbr_idx, namp, na, nb, nc, hfr_rad):  # p
                         hfr[i] = 0.2 * (k + (half - acc) / prof[k])
                         break
                     acc += prof[k]
-    return sharp, hfr
+    return sharp, hfr, wing

@@ -144,7 +144,7 @@ def estimate_background(
     ny, nx = max(1, int(round(h / box))), max(1, int(round(w / box)))
     y_edges = np.round(np.linspace(0, h, ny + 1)).astype(np.int64)
     x_edges = np.round(np.linspace(0, w, nx + 1)).astype(np.int64)
-    sub = 4 if box >= 128 else (2 if box >= 48 else 1)
+    sub = 4 if box >= 64 else (2 if box >= 32 else 1)
     lev, rms = _mesh_stats(
         img, m if m is not None else np.zeros((1, 1), dtype=np.bool_), m is not None,
         y_edges, x_edges, sub, nsigma, 10,
@@ -373,7 +373,7 @@ def _clipped_stats(vals, n, hist, scratch, nsig, maxiter):  # pragma: no cover -
                 med = lo + (b + (half - acc) / hist[b]) / scale
                 break
             acc += hist[b]
-        done = abs(med - centre) < 5e-3 * new_sd and abs(new_sd - sd) < 5e-3 * new_sd
+        done = abs(med - centre) < 0.02 * new_sd and abs(new_sd - sd) < 0.02 * new_sd
         centre = med
         sd = new_sd
         if done or sd == 0.0:

@@ -25,8 +25,11 @@ def frame_quality(stars: StarList, background: Background) -> FrameQuality:
 
     ``n_stars`` counts the detected stars; ``fwhm``, ``hfr`` and ``roundness`` are medians
     over the unsaturated stars (all stars if every one is saturated); ``background`` and
-    ``noise`` the global sky level and noise; ``snr`` the median flux SNR of the stars.
-    Star measures are NaN when no star was found.
+    ``noise`` the global sky level and noise; ``snr`` the median flux SNR of the 20
+    brightest unsaturated stars, which are mostly the same stars in every frame of a field,
+    so it compares depth and transparency across frames (the median over all detections
+    would not: it is set by the faintest, near the threshold). Star measures are NaN when
+    no star was found.
 
     Examples
     --------
@@ -49,8 +52,16 @@ def frame_quality(stars: StarList, background: Background) -> FrameQuality:
         roundness=med(stars.roundness),
         background=float("nan") if background is None else float(background.global_level),
         noise=float("nan") if background is None else float(background.global_rms),
-        snr=med(stars.snr),
+        snr=_bright_snr(stars, use),
     )
+
+
+def _bright_snr(stars: StarList, use: np.ndarray, n: int = 20) -> float:
+    idx = np.flatnonzero(use)
+    idx = idx[np.argsort(-np.nan_to_num(stars.flux[idx], nan=-np.inf), kind="stable")][:n]
+    snr = stars.snr[idx]
+    snr = snr[np.isfinite(snr)]
+    return float(np.median(snr)) if len(snr) else float("nan")
 
 
 def select_frames(
@@ -124,27 +135,24 @@ def select_frames(
 def reference_score(qualities: Sequence[FrameQuality]) -> np.ndarray:
     """Score of each frame as a registration reference (higher is better).
 
-    ``score = ln(n_stars / m_n) - 2 ln(fwhm / m_fwhm) + ln(roundness / m_round)
-    - ln(noise / m_noise)``, with ``m_*`` the session medians: a reference needs many stars
-    (every frame must find its asterisms in it), sharp ones (centroid errors scale with the
-    FWHM, and the star density with its square), round ones (trailing biases centroids), and
-    a low noise. Frames without stars score ``-inf``.
+    Every frame is registered onto the reference, so the reference should give the most
+    precise anchors: a registration's error scales as ``sigma / sqrt(N)`` with the star
+    centroid error ``sigma ~ FWHM / SNR``. Hence
+
+    ``score = ln(snr) + 0.5 ln(n_stars) - ln(fwhm) + ln(roundness)``
+
+    (``snr`` of the brightest stars, see :func:`frame_quality`; roundness because trailing
+    or wind makes centroids less certain). Sky level and noise in ADU are left out: they
+    differ between exposures for reasons that do not matter here. Frames without stars
+    score ``-inf``.
     """
     q = list(qualities)
     n = np.array([x.n_stars for x in q], float)
     f = np.array([x.fwhm for x in q], float)
     r = np.array([x.roundness for x in q], float)
-    s = np.array([x.noise for x in q], float)
-
-    def norm(a: np.ndarray) -> np.ndarray:
-        good = np.isfinite(a) & (a > 0)
-        m = np.median(a[good]) if good.any() else 1.0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(good, np.log(a / m), np.nan)
-
-    score = norm(n) - 2.0 * norm(f) + norm(r)
-    noise = norm(s)
-    score = score - np.nan_to_num(noise, nan=0.0)
+    s = np.array([x.snr for x in q], float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.log(s) + 0.5 * np.log(n) - np.log(f) + np.log(np.clip(r, 1e-3, 1.0))
     return np.where(np.isfinite(score) & (n > 0), score, -np.inf)
 
 

@@ -10,13 +10,16 @@ How :func:`find_stars` works
 3. The brightest candidates give a first estimate of the frame's FWHM; candidates closer
    than ~1.5 FWHM without a significant dip between them are merged (one star, one peak).
 4. Each candidate is fitted with an elliptical Gaussian plus a constant (Levenberg-Marquardt
-   on a stamp of radius ~1.5 FWHM, saturated and masked pixels left out). Stars with
+   on a stamp of radius ~1.5 FWHM, saturated and masked pixels left out); below SNR ~20
+   the shape is held at the frame's mean (centre, background and amplitude fitted: their
+   own shape would be noise, and the fit is ~3x cheaper), so their shape measures are NaN. Stars with
    neighbours are fitted again twice with their neighbours' fitted light subtracted, which
    deblends close pairs. The fit gives the sub-pixel centroid (unbiased by pixel phase down
    to FWHM ~1.5 px, unlike windowed centroids), FWHM, roundness, eccentricity and angle
    (FWHM corrected for the pixel's own width).
 5. Rejected: failed fits; hot pixels and cosmic rays (``sharpness`` = peak / sum of the
-   3x3 around it above ``max_sharpness``, or minor-axis FWHM below ``min_fwhm``); extended
+   3x3 around it above ``max_sharpness``, minor-axis FWHM below ``min_fwhm``, or, when
+   bright, a half-flux radius below 0.3 FWHM: the light sits in one or two pixels); extended
    objects (FWHM above ``max_fwhm_factor`` x the median, or light between 1.5 and 3 FWHM
    from the centre above 10 % of the peak: a small Gaussian fitted to the top of a galaxy
    core); unresolved pairs (roundness below ``min_roundness_ratio`` x the median);
@@ -54,6 +57,8 @@ _BOX2_VAR = 0.25  # variance per axis added by the 2x2 box of cfa_luminance
 _PIXEL_VAR = 1.0 / 12.0  # variance per axis of a square pixel's response
 # largest |median light between 1.5 and 3 FWHM| / amplitude of a star (Moffat wings: ~0.02)
 _MAX_WING = 0.1
+# SNR from which a star's own shape is fitted (below: the frame's shape, and NaN shapes)
+_FREE_SHAPE_SNR = 20.0
 
 
 def cfa_luminance(mosaic: Any) -> np.ndarray:
@@ -156,7 +161,9 @@ def find_stars(
         ``flux`` the integral of the fitted Gaussian; ``peak`` the highest pixel above the
         background; ``background`` the local fitted sky; ``fwhm`` the geometric mean of the
         major and minor axis FWHM; ``hfr`` the half-flux radius within 3 FWHM; ``theta`` the
-        major axis angle from +x towards +y, in radians.
+        major axis angle from +x towards +y, in radians. Stars fainter than SNR ~20 are
+        fitted with the frame's mean shape (their own would be noise): their ``fwhm``,
+        ``roundness``, ``eccentricity`` and ``theta`` are NaN.
 
     Examples
     --------
@@ -293,6 +300,21 @@ def _bad_pixels(img: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
     return excl.astype(np.uint8) if excl.any() else None
 
 
+def _channel_ratios(mosaic: np.ndarray, lum: np.ndarray, chan: np.ndarray) -> np.ndarray:
+    """Sky level of each CFA position over the luminance's (medians of a subsample): the
+    four values by ``2 (y % 2) + x % 2``."""
+    ref = float(np.median(lum[::8, ::8]))
+    out = np.ones(4)
+    if not np.isfinite(ref) or ref <= 0:
+        return out
+    for k in range(4):
+        dy, dx = divmod(k, 2)
+        v = float(np.median(mosaic[dy::16, dx::16]))
+        if np.isfinite(v) and v > 0:
+            out[k] = v / ref
+    return out
+
+
 def _nearest_box(n: int, centers: np.ndarray) -> np.ndarray:
     """Index of the mesh box centre nearest to each pixel along one axis."""
     if len(centers) == 1:
@@ -359,12 +381,18 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
     keep = _psf.select_peaks(sm, px, py, level, rms, threshold * noise_factor, 2, min_area,
                              bad_arr, has_bad)
     px, py, level = px[keep], py[keep], level[keep]
-    if not cfa:
-        # lone hot pixels and cosmic-ray hits: too sharp to be stars (not worth a fit); on a
-        # CFA luminance a hot pixel is a 2x2 block, caught by the mosaic fit's FWHM instead
+    # lone hot pixels and cosmic-ray hits: too sharp to be stars (not worth a fit). On a CFA
+    # luminance a hot pixel is a 2x2 block, so look at the mosaic, each pixel against its
+    # own channel's background (the luminance level times the channel's sky ratio), with a
+    # looser limit (a red star's green and blue neighbours are faint)
+    if cfa:
+        ratio = _channel_ratios(fit_img, img, chan)
+        sharp = _psf.mosaic_sharpness(fit_img, px, py, level, ratio)
+        keep = ~(sharp > max(max_sharpness, 0.8))
+    else:
         sharp = _psf.peak_sharpness(img, px, py, level)
         keep = ~(sharp > max_sharpness)
-        px, py, level = px[keep], py[keep], level[keep]
+    px, py, level = px[keep], py[keep], level[keep]
     height = sm[py, px] - level
     if len(px) == 0:
         return StarList.empty()
@@ -375,8 +403,8 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
 
     # first look: FWHM of the brightest candidates (on the detection image)
     sat_level = np.inf if saturation is None else float(saturation)
-    fwhm0 = _fwhm_guess(img, bad_arr, has_bad, sat_level if not cfa else np.inf, xs, ys,
-                        height, level)
+    fwhm0, cov0 = _fwhm_guess(img, bad_arr, has_bad, sat_level if not cfa else np.inf, xs,
+                              ys, height, level)
     rad = int(np.clip(math.ceil(1.5 * fwhm0), 3, 25))
 
     # merge peaks of one star; note close pairs
@@ -386,14 +414,24 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
     npar = _psf.BG0 + 2 * nch
     a0 = _psf.amp0(nch)
     s0 = fwhm0 / _FWHM_PER_SIGMA
+    cxx, cyy, cxy = (s0 ** 2, s0 ** 2, 0.0) if cov0 is None else cov0
+    if cfa:  # the guess was measured on the luminance, blurred by its 2x2 box
+        cxx, cyy = cxx - _BOX2_VAR, cyy - _BOX2_VAR
+    det0 = cxx * cyy - cxy ** 2
+    if not (cxx > 0 and cyy > 0 and det0 > 0):
+        cxx, cyy, cxy, det0 = s0 ** 2, s0 ** 2, 0.0, s0 ** 4
     params = np.zeros((n, npar))
     params[:, _psf.X] = xs + offset
     params[:, _psf.Y] = ys + offset
-    params[:, _psf.A] = 1.0 / s0 ** 2
-    params[:, _psf.C] = 1.0 / s0 ** 2
+    params[:, _psf.A] = cyy / det0
+    params[:, _psf.B] = -cxy / det0
+    params[:, _psf.C] = cxx / det0
     params[:, _psf.BG0: a0] = level[:, None]
     params[:, a0:] = (np.maximum(height, 1e-6) * (1.0 + smooth_sigma ** 2 / s0 ** 2))[:, None]
     radii = np.full(n, rad, np.int64)
+    # faint stars keep the frame's shape (position, background and amplitude fitted): their
+    # own shape would be noise, and the fit is ~3x cheaper
+    free = height / (rms * noise_factor) >= _FREE_SHAPE_SNR
     status = np.zeros(n, np.int64)
     no_ptr = np.zeros(n + 1, np.int64)
     no_idx = np.zeros(0, np.int64)
@@ -401,10 +439,18 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
     has_fbad = fit_bad is not None
     fbad = fit_bad if has_fbad else np.zeros((1, 1), np.uint8)
     _psf.fit_pass(fit_img, chan, nch, fbad, has_fbad, sat_level, params, params.copy(), radii,
-                  np.arange(n), no_ptr, no_idx, status, 15, max_shift)
+                  np.arange(n), no_ptr, no_idx, status, 15, max_shift, free)
+    # a faint-looking peak that turns out bright (a wide star) gets its own shape after all,
+    # so that every star of flux SNR >= _FREE_SHAPE_SNR has a measured shape
+    snr0 = _flux_snr(params, a0, chan, nch, rms * (2.0 if cfa else 1.0), gain)
+    late = np.flatnonzero(~free & (status == _psf.FIT_OK) & (snr0 >= _FREE_SHAPE_SNR))
+    if len(late):
+        free[late] = True
+        _psf.fit_pass(fit_img, chan, nch, fbad, has_fbad, sat_level, params, params.copy(),
+                      radii, late, no_ptr, no_idx, status, 15, max_shift, free)
     good = (status == _psf.FIT_OK) & _shape_ok(params, min_fwhm)
     idx = np.flatnonzero(good)
-    params, radii, rms, level = params[idx], radii[idx], rms[idx], level[idx]
+    params, radii, rms, level, free = params[idx], radii[idx], rms[idx], level[idx], free[idx]
     nbr_ptr, nbr_idx = no_ptr[: len(idx) + 1], no_idx
     if deblend and len(idx) > 1:
         nbr_ptr, nbr_idx = _neighbours(params, rad + 2.0 * fwhm0)
@@ -414,37 +460,40 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
             for _ in range(2):
                 prev = params.copy()
                 _psf.fit_pass(fit_img, chan, nch, fbad, has_fbad, sat_level, params, prev,
-                              radii, crowded, nbr_ptr, nbr_idx, status, 15, max_shift)
+                              radii, crowded, nbr_ptr, nbr_idx, status, 15, max_shift, free)
             ok = (status == _psf.FIT_OK) & _shape_ok(params, min_fwhm)
             if not ok.all():
                 sel = np.flatnonzero(ok)
                 params, radii, rms, level = params[sel], radii[sel], rms[sel], level[sel]
+                free = free[sel]
                 nbr_ptr, nbr_idx = _neighbours(params, rad + 2.0 * fwhm0)
     if len(params) == 0:
         return StarList.empty()
 
-    # measures
+    # measures (shapes only where fitted)
     fwhm, fwhm_minor, roundness, theta = _shape(params)
+    fwhm_all = fwhm.copy()  # the frame's shape for the fixed ones: aperture sizes
+    for a in (fwhm, fwhm_minor, roundness, theta):
+        a[~free] = np.nan
     cw = np.bincount(chan, minlength=nch) / 4.0
     amp = params[:, a0:] @ cw  # mean amplitude over the CFA cell (the luminance's)
-    det_a = params[:, _psf.A] * params[:, _psf.C] - params[:, _psf.B] ** 2
-    sqrt_det_cov = 1.0 / np.sqrt(det_a)
-    flux = 2.0 * math.pi * amp * sqrt_det_cov
-    pix_rms = rms * (2.0 if cfa else 1.0)  # a mosaic pixel is ~2x noisier than a 2x2 mean
-    # noise of a PSF-fit flux: the background over the effective area 4 pi sigma_x sigma_y
-    var = 4.0 * math.pi * sqrt_det_cov * pix_rms ** 2 + (flux / gain if gain else 0.0)
-    snr = flux / np.sqrt(var)
+    # a mosaic pixel is ~2x noisier than a 2x2 mean
+    flux, snr = _flux_snr(params, a0, chan, nch, rms * (2.0 if cfa else 1.0), gain,
+                          with_flux=True)
     peak, sat = _psf.peak_and_saturation(fit_img, chan, nch, sat_level, params)
     # sharpness and HFR on the detection image, neighbours' models adapted to it
     box_var = _BOX2_VAR if cfa else 0.0
     na, nb, nc, namp = _models_on(params[:, _psf.A], params[:, _psf.B], params[:, _psf.C],
                                   amp, box_var)
-    hfr_rad = np.clip(3.0 * fwhm, 3.0, 30.0)
+    hfr_rad = np.clip(3.0 * fwhm_all, 3.0, 30.0)
     mx, my = params[:, _psf.X] - offset, params[:, _psf.Y] - offset
     bg = level if cfa else params[:, _psf.BG0].copy()
     # the wing test (extended objects) matters for bright detections only
+    # between 1.5 and 3 FWHM of the star's own (elliptical) profile
+    s_major = np.sqrt(np.maximum(_major_var(na, nb, nc), 0.0))
     sharp, hfr, wing = _psf.measure(img, mx, my, bg, nbr_ptr, nbr_idx, namp, na, nb, nc,
-                                    hfr_rad, 1.5 * fwhm0, 3.0 * fwhm0 + 1.0, snr > 20.0)
+                                    hfr_rad, 1.5 * _FWHM_PER_SIGMA, 3.0 * _FWHM_PER_SIGMA,
+                                    3.0 * _FWHM_PER_SIGMA * s_major + 1.0, snr > 20.0)
     if cfa:
         hfr = np.sqrt(np.maximum(hfr ** 2 - 2.0 * math.log(2.0) * box_var, 1e-6))
     usable = ~sat & np.isfinite(fwhm) & (snr >= threshold)
@@ -455,11 +504,12 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
     good = (
         np.isfinite(params).all(axis=1)
         & (snr >= threshold)
-        & (fwhm_minor >= min_fwhm)
-        & (fwhm <= max_fwhm_factor * med_fwhm)
-        & (roundness >= min_roundness_ratio * med_round)
+        & ~(fwhm_minor < min_fwhm)  # NaN (shape not fitted) passes the shape tests
+        & ~(fwhm > max_fwhm_factor * med_fwhm)
+        & ~(roundness < min_roundness_ratio * med_round)
         & ~(np.abs(wing) > _MAX_WING)
         & ~(sharp > max_sharpness)
+        & ~((hfr < 0.3 * fwhm) & (snr > 100.0))  # light in 1-2 pixels: a cosmic ray
         & (params[:, _psf.X] >= -0.5) & (params[:, _psf.X] <= fit_img.shape[1] - 0.5)
         & (params[:, _psf.Y] >= -0.5) & (params[:, _psf.Y] <= fit_img.shape[0] - 0.5)
     )
@@ -473,6 +523,28 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
         eccentricity=np.sqrt(np.clip(1.0 - roundness[sel] ** 2, 0.0, 1.0)),
         theta=theta[sel], snr=snr[sel], saturated=sat[sel],
     )
+
+
+def _flux_snr(params, a0, chan, nch, pix_rms, gain, with_flux=False):
+    """Flux (integral of the fitted Gaussian, mean amplitude over the CFA cell) and its SNR:
+    the background noise over the effective area 4 pi sigma_x sigma_y of a PSF fit, plus
+    the star's photon noise when ``gain`` is known."""
+    cw = np.bincount(chan, minlength=nch) / 4.0
+    amp = params[:, a0:] @ cw
+    det_a = params[:, _psf.A] * params[:, _psf.C] - params[:, _psf.B] ** 2
+    sqrt_det_cov = 1.0 / np.sqrt(det_a)
+    flux = 2.0 * math.pi * amp * sqrt_det_cov
+    var = 4.0 * math.pi * sqrt_det_cov * pix_rms ** 2 + (np.maximum(flux, 0) / gain if gain
+                                                          else 0.0)
+    snr = flux / np.sqrt(var)
+    return (flux, snr) if with_flux else snr
+
+
+def _major_var(a, b, c):
+    """Variance along the major axis of Gaussians of inverse covariance [[a, b], [b, c]]."""
+    det = a * c - b * b
+    cxx, cyy, cxy = c / det, a / det, -b / det
+    return 0.5 * (cxx + cyy) + np.sqrt(0.25 * (cxx - cyy) ** 2 + cxy ** 2)
 
 
 def _models_on(a, b, c, amp, add_var):
@@ -500,12 +572,16 @@ def _refine_peak(sm: np.ndarray, px: np.ndarray, py: np.ndarray) -> tuple[np.nda
     return px + dx, py + dy
 
 
-def _fwhm_guess(img, bad, has_bad, sat_level, xs, ys, height, level) -> float:
-    """Median FWHM of Gaussian fits to the brightest ~150 candidates (2.5 px if none fit).
+def _fwhm_guess(img, bad, has_bad, sat_level, xs, ys, height, level):
+    """Median FWHM and covariance ``(cxx, cyy, cxy)`` of Gaussian fits to the brightest
+    ~150 candidates (2.5 px and round when none fit): the size of the stamps, and the
+    starting shape of every fit, so that trailed frames converge as fast as round ones.
 
-    Elongated fits are left out: a bright satellite trail puts dozens of peaks along its
-    ridge among the brightest candidates, and their fits must not set the star size."""
+    Fits on a satellite trail are left out (:func:`_on_a_trail`): a bright trail puts dozens
+    of peaks along its ridge among the brightest candidates, and they must not set the star
+    size; the elongated stars of a trailed frame are kept."""
     fwhm = 2.5
+    cov = None
     chan = np.zeros(4, np.int64)
     for _ in range(2):
         n = min(len(xs), 150)
@@ -521,19 +597,42 @@ def _fwhm_guess(img, bad, has_bad, sat_level, xs, ys, height, level) -> float:
         status = np.zeros(n, np.int64)
         _psf.fit_pass(img, chan, 1, bad, has_bad, sat_level, params, params.copy(),
                       np.full(n, rad, np.int64), np.arange(n), np.zeros(n + 1, np.int64),
-                      np.zeros(0, np.int64), status, 40, 2.0)
+                      np.zeros(0, np.int64), status, 20, 2.0, np.ones(n, np.bool_))
         ok = status == _psf.FIT_OK
         if ok.sum() < 3:
-            return fwhm
-        f, fmin, rnd, _ = _shape(params[ok])
-        f = f[(fmin > 0.7) & (rnd > 0.6)]
-        if len(f) < 3:
-            return fwhm
-        new = float(np.clip(np.median(f), 1.0, 30.0))
+            return fwhm, cov
+        f, fmin, rnd, theta = _shape(params[ok])
+        good = (fmin > 0.7) & ~_on_a_trail(params[ok], rnd, theta)
+        if good.sum() < 3:
+            return fwhm, cov
+        p = params[ok][good]
+        det = p[:, _psf.A] * p[:, _psf.C] - p[:, _psf.B] ** 2
+        cov = (float(np.median(p[:, _psf.C] / det)), float(np.median(p[:, _psf.A] / det)),
+               float(np.median(-p[:, _psf.B] / det)))
+        new = float(np.clip(np.median(f[good]), 1.0, 30.0))
         if abs(new - fwhm) < 0.25 * fwhm:
-            return new
+            return new, cov
         fwhm = new
-    return fwhm
+    return fwhm, cov
+
+
+def _on_a_trail(params: np.ndarray, roundness: np.ndarray, theta: np.ndarray,
+                width: float = 3.0, length: float = 200.0, min_count: int = 4) -> np.ndarray:
+    """Elongated fits lined up along their own major axis with ``min_count`` others (within
+    ``width`` px of the axis and ``length`` px along it): peaks on a satellite or airplane
+    trail. The elongated stars of a trailed frame are scattered, not lined up."""
+    el = np.flatnonzero(roundness < 0.6)
+    out = np.zeros(len(params), bool)
+    if len(el) < min_count + 1:
+        return out
+    xy = params[el][:, [_psf.X, _psf.Y]]
+    d = xy[None, :, :] - xy[:, None, :]  # (i, j, 2): from i to j
+    ux, uy = np.cos(theta[el]), np.sin(theta[el])
+    along = d[..., 0] * ux[:, None] + d[..., 1] * uy[:, None]
+    perp = np.abs(d[..., 1] * ux[:, None] - d[..., 0] * uy[:, None])
+    count = ((perp < width) & (np.abs(along) < length)).sum(axis=1) - 1
+    out[el[count >= min_count]] = True
+    return out
 
 
 def _merge_peaks(sm, xs, ys, height, level, noise, fwhm, deblend) -> np.ndarray:

@@ -74,7 +74,7 @@ def match_stars(
     src_xy: Any,
     dst_xy: Any,
     *,
-    model: str = "homography",
+    model: str = "affine",
     src_sigma: Any = None,
     dst_sigma: Any = None,
     max_stars: int = 150,
@@ -183,7 +183,7 @@ def refine_match(
     dst_xy: Any,
     initial: Transform,
     *,
-    model: str = "homography",
+    model: str = "affine",
     src_sigma: Any = None,
     dst_sigma: Any = None,
     tolerance: float = 2.0,
@@ -253,32 +253,33 @@ def refine_match(
         if len(si) < 2:
             break
         sig2 = s_sig[si] ** 2 + d_sig[di] ** 2
-        w = 1.0 / sig2
         try:
-            t_new, used_model = fit_model(src[si], dst[di], model, weights=w, alpha=alpha,
-                                          min_pairs=min_pairs)
-            # clip on residuals normalised by the expected centroid scatter
-            for _clip in range(3):
-                r = t_new.apply(src[si]) - dst[di]
-                rn = np.hypot(r[:, 0], r[:, 1]) / np.sqrt(sig2)
-                s = np.median(rn) / 1.1774 if len(rn) else 0.0  # Rayleigh(s) median
-                bad = rn > clip * max(s, 1e-12)
-                if not bad.any() or (len(si) - bad.sum()) < max(3, len(si) // 2):
-                    break
-                si, di, sig2 = si[~bad], di[~bad], sig2[~bad]
-                t_new, used_model = fit_model(src[si], dst[di], model, weights=1.0 / sig2,
-                                              alpha=alpha, min_pairs=min_pairs)
+            # the model is chosen on the first pairs and again on the final ones
+            t_new, used_model, si, di, sig2 = _fit_clipped(
+                src, dst, si, di, sig2, model, None if pairs is None else used_model,
+                clip=clip, alpha=alpha, min_pairs=min_pairs)
         except RegistrationError:
             break
         r = t_new.apply(src[si]) - dst[di]
         rms = float(np.sqrt(np.mean(np.sum(r * r, axis=1))))
-        new_pairs = (si, di)
         same = pairs is not None and len(pairs[0]) == len(si) and np.array_equal(
             np.sort(pairs[0]), np.sort(si))
-        t, pairs = t_new, new_pairs
+        t, pairs = t_new, (si, di)
         tol = float(np.clip(5.0 * rms, 0.75, tolerance))
         if same:
             break
+    if pairs is not None and len(pairs[0]) >= 2:
+        si, di = pairs
+        sig2 = s_sig[si] ** 2 + d_sig[di] ** 2
+        try:
+            t, used_model, si, di, _ = _fit_clipped(src, dst, si, di, sig2, model, None,
+                                                    clip=clip, alpha=alpha,
+                                                    min_pairs=min_pairs)
+            r = t.apply(src[si]) - dst[di]
+            rms = float(np.sqrt(np.mean(np.sum(r * r, axis=1))))
+            pairs = (si, di)
+        except RegistrationError:
+            pass
     if pairs is None:
         return Match(initial, ok=False, reason="no star pairs within the tolerance")
     order = np.argsort(pairs[0], kind="stable")
@@ -290,6 +291,32 @@ def refine_match(
 # ----------------------------------------------------------------------------------------------
 # internals
 # ----------------------------------------------------------------------------------------------
+def _fit_clipped(src, dst, si, di, sig2, model, fixed_model, *, clip, alpha, min_pairs):
+    """Weighted fit of the pairs with sigma clipping on normalised residuals.
+
+    With ``fixed_model`` None the model is chosen (:func:`fit_model`), otherwise that model
+    is fitted. Returns ``(transform, model, si, di, sig2)`` of the kept pairs.
+    """
+    def fit(si, di, sig2):
+        if fixed_model is None:
+            return fit_model(src[si], dst[di], model, weights=1.0 / sig2, alpha=alpha,
+                             min_pairs=min_pairs)
+        use = simplest_model(fixed_model, len(si), min_pairs=min_pairs)
+        return fit_transform(src[si], dst[di], use, weights=1.0 / sig2), use
+
+    t, used = fit(si, di, sig2)
+    for _ in range(3):
+        r = t.apply(src[si]) - dst[di]
+        rn = np.hypot(r[:, 0], r[:, 1]) / np.sqrt(sig2)
+        s = np.median(rn) / 1.1774 if len(rn) else 0.0  # Rayleigh(s) median
+        bad = rn > clip * max(s, 1e-12)
+        if not bad.any() or (len(si) - bad.sum()) < max(3, len(si) // 2):
+            break
+        si, di, sig2 = si[~bad], di[~bad], sig2[~bad]
+        t, used = fit(si, di, sig2)
+    return t, used, si, di, sig2
+
+
 def _replace(m: Match, **changes: Any) -> Match:
     import dataclasses
 
@@ -341,7 +368,9 @@ class _Triangles:
             combos = np.array(list(combinations(range(1, k), 2)))
             tri = np.concatenate([
                 np.stack([nn[:, 0], nn[:, a], nn[:, b]], axis=1) for a, b in combos])
-            tri = np.unique(np.sort(tri, axis=1), axis=0)
+            tri = np.sort(tri, axis=1)
+            code = np.unique((tri[:, 0] * n + tri[:, 1]) * n + tri[:, 2])
+            tri = np.stack([code // (n * n), (code // n) % n, code % n], axis=1)
         p = xy[tri]  # (T, 3, 2)
         # side opposite vertex k
         side = np.stack([np.hypot(*(p[:, 1] - p[:, 2]).T), np.hypot(*(p[:, 0] - p[:, 2]).T),
@@ -401,7 +430,12 @@ def _search(ts, td, cand, src_b, tree_b, tol, scale_range, allow_mirror, min_mat
         np.floor(b[idx].real / (4 * tol)).astype(np.int64),
         np.floor(b[idx].imag / (4 * tol)).astype(np.int64),
     ], axis=1)
-    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    keys -= keys.min(axis=0)
+    span = keys.max(axis=0) + 1
+    code = np.zeros(len(keys), np.int64)
+    for k in range(keys.shape[1]):
+        code = code * span[k] + keys[:, k]
+    _, inverse, counts = np.unique(code, return_inverse=True, return_counts=True)
     votes = counts[inverse.reshape(-1)]
     order = idx[np.lexsort((np.arange(len(idx)), -votes))]
     src_z = src_b[:, 0] + 1j * src_b[:, 1]

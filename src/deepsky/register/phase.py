@@ -9,8 +9,9 @@ dominate, and a Hann window suppresses the edges.
 * Translation: ``cv2.phaseCorrelate`` on the prepared images.
 * Rotation (``rotation=True``): the magnitude spectra are resampled to log-polar
   coordinates, where a rotation (and a scale) becomes a shift; its phase correlation gives
-  the angle up to 180 degrees, and the translation step tries both candidates and keeps the
-  stronger correlation. Mirrored frames are not handled (star matching handles them).
+  the angle up to 180 degrees (to a few tenths of a degree), polished to ~0.01 degree by
+  maximising the translation correlation over nearby angles; both candidates (angle and angle + 180) are tried and the
+  stronger correlation kept. Mirrored frames are not handled (star matching handles them).
 
 The precision is a fraction of a reduced pixel; the registration refines the result on
 stars when it can.
@@ -90,21 +91,27 @@ def phase_correlate(
     h, w = a.shape
     centre = ((w - 1) / 2.0, (h - 1) / 2.0)
     if not rotation:
-        (dx, dy), resp = cv2.phaseCorrelate(pa, pb, win)
+        (dx, dy), resp = _phase_correlate(pa, pb, win)
         d = _to_full(dx, dy, f)
         return PhaseResult(Transform.translation(*d), float(resp), 0.0, d)
     angle = _rotation(pa, pb, win)
+    rc = ((pa.shape[1] - 1) / 2.0, (pa.shape[0] - 1) / 2.0)
+
+    def shift_at(ang: float) -> tuple[tuple[float, float], float]:
+        # rotate the reduced frame into the reference orientation, then find the shift
+        m = cv2.getRotationMatrix2D(rc, -ang, 1.0)
+        pr = cv2.warpAffine(pa, m, (pa.shape[1], pa.shape[0]), flags=cv2.INTER_LINEAR)
+        (dx, dy), resp = _phase_correlate(pr, pb, win)
+        return (dx, dy), float(resp)
+
     best: PhaseResult | None = None
     for ang in (angle, angle + 180.0):
         ang = (ang + 180.0) % 360.0 - 180.0
-        rot = Transform.rotation_about(ang, *centre)
-        # rotate the reduced frame into the reference orientation, then find the shift
-        rc = ((pa.shape[1] - 1) / 2.0, (pa.shape[0] - 1) / 2.0)
-        m = cv2.getRotationMatrix2D(rc, -ang, 1.0)
-        pr = cv2.warpAffine(pa, m, (pa.shape[1], pa.shape[0]), flags=cv2.INTER_LINEAR)
-        (dx, dy), resp = cv2.phaseCorrelate(pr, pb, win)
+        ang, _ = _refine_angle(shift_at, ang)
+        (dx, dy), resp = shift_at(ang)
         d = _to_full(dx, dy, f)
-        res = PhaseResult(Transform.translation(*d) @ rot, float(resp), ang, d)
+        rot = Transform.rotation_about(ang, *centre)
+        res = PhaseResult(Transform.translation(*d) @ rot, resp, ang, d)
         if best is None or res.response > best.response:
             best = res
     assert best is not None
@@ -118,6 +125,14 @@ def _as_2d(img: Any, name: str) -> np.ndarray:
         raise InputError(None, f"{name} must be a 2-D array of at least 16 x 16, "
                                f"got shape {arr.shape}")
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _phase_correlate(a: np.ndarray, b: np.ndarray, win: np.ndarray | None):
+    """``cv2.phaseCorrelate`` on copies: with a window, OpenCV 5 multiplies its inputs by
+    the window in place, which would corrupt every later correlation of the same arrays."""
+    if win is None:
+        return cv2.phaseCorrelate(a.copy(), b.copy())
+    return cv2.phaseCorrelate(a.copy(), b.copy(), win)
 
 
 def _to_full(dx: float, dy: float, f: int) -> tuple[float, float]:
@@ -140,6 +155,25 @@ def _prepare(img: np.ndarray, f: int) -> np.ndarray:
     return np.sqrt(s).astype(np.float32)
 
 
+def _refine_angle(shift_at, angle: float) -> tuple[float, float]:
+    """Polish the log-polar angle (good to a few tenths of a degree) by maximising the
+    translation correlation's response: at each step (0.5, 0.25, 0.12, 0.06 degree) move to
+    the better neighbour, or to the parabola's peak through the three responses."""
+    resp0 = shift_at(angle)[1]
+    for step in (0.5, 0.25, 0.12, 0.06):
+        lo, hi = shift_at(angle - step)[1], shift_at(angle + step)[1]
+        den = lo - 2.0 * resp0 + hi
+        if den < 0:
+            off = float(np.clip(0.5 * (lo - hi) / den, -1.0, 1.0)) * step
+        else:
+            off = step if hi > lo else -step
+        cands = [(resp0, angle), (lo, angle - step), (hi, angle + step)]
+        if off not in (0.0, step, -step):
+            cands.append((shift_at(angle + off)[1], angle + off))
+        resp0, angle = max(cands)
+    return angle, resp0
+
+
 def _rotation(pa: np.ndarray, pb: np.ndarray, win: np.ndarray) -> float:
     """Rotation angle (degrees, modulo 180) of frame onto reference from log-polar spectra."""
     def spectrum(p: np.ndarray) -> np.ndarray:
@@ -158,7 +192,7 @@ def _rotation(pa: np.ndarray, pb: np.ndarray, win: np.ndarray) -> float:
     flags = cv2.WARP_POLAR_LOG | cv2.INTER_LINEAR | cv2.WARP_FILL_OUTLIERS
     la = cv2.warpPolar(fa, (n_r, n_theta), centre, radius, flags)
     lb = cv2.warpPolar(fb, (n_r, n_theta), centre, radius, flags)
-    (_, dtheta), _ = cv2.phaseCorrelate(la, lb)
+    (_, dtheta), _ = _phase_correlate(la, lb, None)
     # rows are angle: a shift of dtheta rows is a rotation by dtheta * 360 / n_theta degrees;
     # the spectrum of the rotated image turns the same way as the image
     return float(dtheta * 360.0 / n_theta)

@@ -16,6 +16,7 @@ Models, from the simplest:
     Gauss-Newton on the reprojection error in the reference frame.
 
 All fits minimise the (weighted) squared distances in the *destination* (reference) frame.
+:func:`fit_model` picks the simplest model, up to a given one, that the points call for.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ N_PARAMS: dict[str, int] = {"shift": 2, "similarity": 4, "affine": 6, "homograph
 def fit_transform(
     src_xy: Any,
     dst_xy: Any,
-    model: str = "homography",
+    model: str = "affine",
     *,
     weights: Any = None,
     mirror: bool | None = None,
@@ -141,7 +142,7 @@ def simplest_model(model: str, n_pairs: int, *, min_pairs: dict[str, int] | None
 def fit_model(
     src_xy: Any,
     dst_xy: Any,
-    model: str = "homography",
+    model: str = "affine",
     *,
     weights: Any = None,
     alpha: float = 1e-3,
