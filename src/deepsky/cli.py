@@ -226,6 +226,15 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_process(args: argparse.Namespace) -> int:
+    from deepsky.postprocess.process import process_file
+
+    cfg = _config(args)
+    res = process_file(Path(args.stack), Path(args.out), cfg, reporter=_reporter(args))
+    print(res)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from deepsky.pipeline.demo import run_demo
 
@@ -351,6 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a setting, e.g. --set calibration.debayer=bilinear")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("process", help="post-process a linear stack (gradient, colour, stretch, "
+                                       "noise, deconvolution) into final images",
+                       description="Post-process any linear FITS/TIFF/XISF image")
+    p.add_argument("stack", help="linear image (e.g. stack.fits)")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_process)
 
     p = sub.add_parser("run", help="the whole pipeline: raw frames to finished images and a "
                                    "report", description="Run the whole pipeline")

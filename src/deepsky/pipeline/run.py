@@ -23,6 +23,73 @@ class RunResult:
     pipeline: Pipeline
     outputs: list[Path] = field(default_factory=list)
     record: dict[str, Any] = field(default_factory=dict)
+    processed: dict[str, Any] = field(default_factory=dict)  # stack name -> ProcessFileResult
+
+
+def combine_rgb(pipe: Pipeline) -> Path | None:
+    """An RGB (or LRGB) stack from the R, G, B (and L) filter stacks, when they exist and share
+    the output grid (they are registered to one reference)."""
+    import numpy as np
+
+    from deepsky import io
+    from deepsky.io.fits import write_fits
+
+    by = {sg.name.strip().lower(): sg for sg in pipe.stacks if sg.path is not None
+          and sg.channels == 1}
+    names = {"r": ("r", "red"), "g": ("g", "green"), "b": ("b", "blue"), "l": ("l", "lum",
+                                                                           "luminance")}
+    found = {}
+    for key, aliases in names.items():
+        for a in aliases:
+            if a in by:
+                found[key] = by[a]
+                break
+    if not all(k in found for k in "rgb"):
+        return None
+    planes = [io.read(found[k].path).data for k in "rgb"]
+    if len({p.shape for p in planes}) != 1:
+        return None
+    rgb = np.stack(planes).astype(np.float32)
+    hist = ["combine v1: R, G, B stacks " + ", ".join(found[k].path.name for k in "rgb")]
+    if "l" in found:
+        lum = io.read(found["l"].path).data
+        if lum.shape == planes[0].shape:
+            # LRGB in linear light: keep the RGB colour ratios, take the luminance from L.
+            bg = np.nanmedian(rgb, axis=(1, 2))[:, None, None]
+            sig = rgb - bg
+            y = np.nanmean(sig, axis=0)
+            lsig = lum - np.nanmedian(lum)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                gain = np.where(y > 0, lsig / np.where(y > 0, y, 1.0), 1.0)
+            gain = np.clip(np.nan_to_num(gain, nan=1.0), 0.0, 50.0)
+            rgb = (sig * gain + bg).astype(np.float32)
+            hist.append(f"combine v1: luminance from {found['l'].path.name} (LRGB)")
+    exp = sum(found[k].exposure for k in found)
+    path = pipe.out / "stack_RGB.fits"
+    write_fits(path, rgb, cards={"IMAGETYP": "Master Light", "EXPTIME": exp,
+                                 "FILTER": "LRGB" if "l" in found else "RGB"}, history=hist)
+    return path
+
+
+def postprocess_stacks(pipe: Pipeline) -> dict[str, Any]:
+    """Post-process the stacks: the main one (the only stack, the RGB combination, or the
+    deepest single-filter stack) into the output folder itself, every filter's stack into a
+    subfolder of its own when there are several."""
+    from deepsky.postprocess.process import process_file
+
+    done: dict[str, Any] = {}
+    stacks = [sg for sg in pipe.stacks if sg.path is not None]
+    if not stacks:
+        return done
+    main = combine_rgb(pipe) if len(stacks) > 1 else None
+    if main is None:
+        main = max(stacks, key=lambda sg: (sg.exposure, len(sg.used))).path
+    done["main"] = process_file(main, pipe.out, pipe.cfg, reporter=pipe.reporter)
+    if len(stacks) > 1:
+        for sg in stacks:
+            sub = pipe.out / f"processed_{sg.path.stem.removeprefix('stack_')}"
+            done[sg.path.name] = process_file(sg.path, sub, pipe.cfg, reporter=pipe.reporter)
+    return done
 
 
 def versions() -> dict[str, str]:
@@ -86,6 +153,9 @@ def run_pipeline(session: str | Path, out: str | Path, cfg: Config, *,
         pipe.analyze()
         pipe.register()
         pipe.stack()
+        with rep.stage("postprocess"):
+            result.processed = postprocess_stacks(pipe)
+        result.outputs += [p for r in result.processed.values() for p in r.paths.values()]
     finally:
         if pipe.groups:
             result.outputs.append(pipe.write_frames())
