@@ -151,7 +151,7 @@ class RunConfig:
     memory_mb: int = setting(
         512, "Memory budget, MiB, of the block of samples integrated at once (and of the "
         "bands combined into masters): peak memory stays near it plus the output images, "
-        "however many frames", min=32, max=1_048_576)
+        "however many frames", min=1, max=1_048_576)
 
 
 @dataclass(frozen=True)

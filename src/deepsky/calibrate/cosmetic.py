@@ -32,11 +32,16 @@ def _same_color_planes(image: np.ndarray, bayer: str | None) -> list[tuple[slice
 
 def local_residual(image: np.ndarray, bayer: str | None, size: int = 5) -> np.ndarray:
     """Image minus the median of its same-colour neighbourhood (``size`` x ``size`` of the
-    same colour)."""
+    same colour; OpenCV's median for 3 and 5, scipy's otherwise)."""
+    import cv2
+
     out = np.empty_like(image, dtype=np.float32)
     for sl in _same_color_planes(image, bayer):
-        plane = np.asarray(image[sl], dtype=np.float32)
-        med = ndimage.median_filter(plane, size=size, mode="reflect")
+        plane = np.ascontiguousarray(image[sl], dtype=np.float32)
+        if size in (3, 5) and min(plane.shape) > size and np.isfinite(plane).all():
+            med = cv2.medianBlur(plane, size)
+        else:
+            med = ndimage.median_filter(plane, size=size, mode="reflect")
         out[sl] = plane - med
     return out
 
@@ -83,7 +88,8 @@ def find_bad_lines(image: np.ndarray, bayer: str | None, *, sigma: float = 5.0,
         plane = np.asarray(image[sl], dtype=np.float32)
         pix_noise = robust_sigma(local_residual(plane, None, size=3)[::2, ::2])
         for axis in (0, 1):  # axis 0: one median per column (down the rows)
-            prof = np.nanmedian(plane, axis=axis)
+            prof = (np.median(plane, axis=axis) if np.isfinite(plane).all()
+                    else np.nanmedian(plane, axis=axis))
             if prof.size < 7:
                 continue
             base = ndimage.median_filter(prof, size=7, mode="reflect")

@@ -83,14 +83,13 @@ def combine_sources(
     rejected = 0
     for y0 in range(0, first.height, rows):
         y1 = min(first.height, y0 + rows)
-        bands = []
+        block = np.empty((n,) + shape[:-2] + (y1 - y0, shape[-1]), np.float32)
         for i, s in enumerate(sources):
             b = s.read_rows(y0, y1)
             if prepare is not None:
                 b = prepare(b, i, y0, y1)
-            bands.append(b)
-        block = np.stack(bands, axis=0)
-        del bands
+            block[i] = b
+            del b
         if channels == 1:
             res, lo, hi, _ = combine(block, method=how, low=sigma, high=sigma)
             out[y0:y1] = res

@@ -175,6 +175,9 @@ class _Builder:
             path = None
             if self.library is not None:
                 path = self.library.store(key, name, master, inputs=[m.path for m in metas])
+                from deepsky.pipeline.progress import fault_point
+
+                fault_point("masters", sum(1 for r in self.records if not r.reused) + 1)
         else:
             master = cached
             path = self.library.path_of(key) if self.library is not None else None

@@ -119,17 +119,24 @@ def _mad(v: np.ndarray, n: int, med: float, tmp: np.ndarray, tmp2: np.ndarray) -
 
 @nb.njit(cache=True, nogil=True)
 def _winsorized_sigma(v: np.ndarray, n: int, med: float, tmp: np.ndarray) -> float:
-    """Siril's winsorized sigma: clip at median +- 1.5 sigma, sigma = 1.134 std, repeat."""
+    """Siril's winsorized sigma: clip at median +- 1.5 sigma, sigma = 1.134 std, repeat
+    (each round one pass: clip and moments together)."""
     _, sigma = _mean_std(v, n)
     for _w in range(20):
         s0 = sigma
         a = med - 1.5 * s0
         b = med + 1.5 * s0
+        s = 0.0
+        q = 0.0
         for i in range(n):
             x = v[i]
-            tmp[i] = a if x < a else (b if x > b else x)
-        _, sw = _mean_std(tmp, n)
-        sigma = 1.134 * sw
+            x = a if x < a else (b if x > b else x)
+            d = x - med
+            s += d
+            q += d * d
+        m = s / n
+        var = (q - s * m) / (n - 1) if n > 1 else 0.0
+        sigma = 1.134 * math.sqrt(var) if var > 0 else 0.0
         if abs(sigma - s0) <= s0 * 0.002:
             break
     return sigma

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -176,17 +176,6 @@ def stack_tile(inputs: Sequence[FrameInput], tile: tuple[int, int, int, int],
     return TileResult(y0, y1, x0, x1, data, lo, hi, used, wsum.astype(np.float32))
 
 
-def iter_tiles(inputs: Sequence[FrameInput], plan: StackPlan, backend: Any = None
-               ) -> Iterator[TileResult]:
-    """Integrate every tile, locally (threads inside each tile) or through a backend."""
-    tiles = tile_grid(plan, len(inputs))
-    if backend is None or not getattr(backend, "remote", False):
-        for t in tiles:
-            yield stack_tile(inputs, t, plan)
-        return
-    yield from backend.map(_tile_task, [(inputs, t, plan) for t in tiles])
-
-
 def _tile_task(args: tuple[Any, ...]) -> TileResult:
     inputs, tile, plan = args
     return stack_tile(inputs, tile, plan)
@@ -220,10 +209,56 @@ class Integration:
 
 
 def integrate(inputs: Sequence[FrameInput], plan: StackPlan, backend: Any = None,
-              progress: Any = None) -> Integration:
+              progress: Any = None, checkpoint: Any = None) -> Integration:
+    """Integrate all tiles. With ``checkpoint`` (a folder), each finished tile is saved there
+    and a restarted integration loads the tiles already done instead of redoing them."""
     out = Integration.empty(plan)
-    for t in iter_tiles(inputs, plan, backend):
-        out.put(t)
+    tiles = tile_grid(plan, len(inputs))
+    todo = list(range(len(tiles)))
+    if checkpoint is not None:
+        from pathlib import Path
+
+        folder = Path(checkpoint)
+        folder.mkdir(parents=True, exist_ok=True)
+        todo = []
+        for i, t in enumerate(tiles):
+            saved = _load_tile(folder / f"tile_{i:05d}.npz", t)
+            if saved is not None:
+                out.put(saved)
+                if progress is not None:
+                    progress()
+            else:
+                todo.append(i)
+    remote = backend is not None and getattr(backend, "remote", False)
+    if remote:
+        results = backend.map(_tile_task, [(inputs, tiles[i], plan) for i in todo])
+    else:
+        results = (stack_tile(inputs, tiles[i], plan) for i in todo)
+    for i, res in zip(todo, results):
+        out.put(res)
+        if checkpoint is not None:
+            _save_tile(Path(checkpoint) / f"tile_{i:05d}.npz", res)
         if progress is not None:
             progress()
     return out
+
+
+def _save_tile(path: Any, t: TileResult) -> None:
+    from deepsky.io.atomic import atomic_path
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, box=np.array([t.y0, t.y1, t.x0, t.x1]), data=t.data, low=t.low,
+                     high=t.high, used=t.used, weight=t.weight)
+
+
+def _load_tile(path: Any, tile: tuple[int, int, int, int]) -> TileResult | None:
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            if tuple(int(v) for v in z["box"]) != tuple(tile):
+                return None
+            return TileResult(*tile, z["data"], z["low"], z["high"], z["used"], z["weight"])
+    except (OSError, ValueError, KeyError):
+        return None

@@ -229,17 +229,27 @@ def _refine(z: np.ndarray, theta: float, rho: float, *, min_length: float,
             max_width: float = 4.0) -> tuple[float, float, float, float, float, float] | None:
     """Least-squares line through the significant pixels near (theta, rho), its width and
     its extent."""
+    import cv2
+
     h, w = z.shape
-    yy, xx = np.mgrid[0:h, 0:w]
     c, s = math.cos(theta), math.sin(theta)
+    # Work only on a strip around the candidate line (drawn by OpenCV), not the whole map.
+    L = 2 * math.hypot(h, w)
+    x0, y0 = rho * c, rho * s
+    strip = np.zeros((h, w), np.uint8)
+    cv2.line(strip, (int(round(x0 + L * s)), int(round(y0 - L * c))),
+             (int(round(x0 - L * s)), int(round(y0 + L * c))), 1, thickness=31)
+    ys, xs = np.nonzero(strip)
+    zv = z[ys, xs]
+    xx, yy = xs.astype(np.float64), ys.astype(np.float64)
     d = xx * c + yy * s - rho
-    near = (np.abs(d) <= 4.0) & np.isfinite(z)
-    sel = near & (z > 1.5)
+    near = (np.abs(d) <= 4.0) & np.isfinite(zv)
+    sel = near & (zv > 1.5)
     if sel.sum() < max(5, 0.25 * min_length):
         return None
-    px = xx[sel].astype(float)
-    py = yy[sel].astype(float)
-    wt = np.clip(z[sel].astype(float), 0, 10)
+    px = xx[sel]
+    py = yy[sel]
+    wt = np.clip(zv[sel].astype(float), 0, 10)
     mx, my = np.average(px, weights=wt), np.average(py, weights=wt)
     cov = np.cov(np.stack([px - mx, py - my]), aweights=wt)
     evals, evecs = np.linalg.eigh(cov)
@@ -247,8 +257,8 @@ def _refine(z: np.ndarray, theta: float, rho: float, *, min_length: float,
     nx, ny = -uy, ux
     dist = (xx - mx) * nx + (yy - my) * ny
     along = (xx - mx) * ux + (yy - my) * uy
-    finite = np.isfinite(z)
-    extent = _extent(z, along, (np.abs(dist) <= 1.0) & finite, min_length)
+    finite = np.isfinite(zv)
+    extent = _extent(zv, along, (np.abs(dist) <= 1.0) & finite, min_length)
     if extent is None:
         return None
     ta, tb = extent
@@ -256,7 +266,8 @@ def _refine(z: np.ndarray, theta: float, rho: float, *, min_length: float,
     band = (np.abs(dist) <= 12.0) & finite & (along >= ta) & (along <= tb)
     bins = np.arange(-12.0, 12.01, 0.5)
     idx = np.digitize(dist[band], bins) - 1
-    prof = np.bincount(idx, weights=np.clip(z[band], -5, None), minlength=len(bins))[:len(bins) - 1]
+    prof = np.bincount(idx, weights=np.clip(zv[band], -5, None),
+                       minlength=len(bins))[:len(bins) - 1]
     cntp = np.bincount(idx, minlength=len(bins))[:len(bins) - 1]
     prof = np.where(cntp > 0, prof / np.maximum(cntp, 1), 0.0)
     peak = prof.max()

@@ -7,12 +7,26 @@ so that the run's records can list them.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, TextIO
+
+
+def fault_point(name: str, count: int) -> None:
+    """Fault injection for the resume tests: with ``DEEPSKY_FAULT=name:count`` in the
+    environment, the process kills itself (SIGKILL, no clean-up) when ``name`` reaches
+    ``count``. Without the variable this does nothing."""
+    spec = os.environ.get("DEEPSKY_FAULT")
+    if not spec:
+        return
+    want, _, n = spec.partition(":")
+    if want == name and str(count) == n:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -26,6 +40,7 @@ class Step:
         self.done += n
         if self._advance is not None:
             self._advance(n)  # type: ignore[operator]
+        fault_point(self.name.split()[0], self.done)
 
 
 @dataclass

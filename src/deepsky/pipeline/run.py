@@ -84,12 +84,53 @@ def postprocess_stacks(pipe: Pipeline) -> dict[str, Any]:
     main = combine_rgb(pipe) if len(stacks) > 1 else None
     if main is None:
         main = max(stacks, key=lambda sg: (sg.exposure, len(sg.used))).path
-    done["main"] = process_file(main, pipe.out, pipe.cfg, reporter=pipe.reporter)
+    jobs = [("main", main, pipe.out)]
     if len(stacks) > 1:
-        for sg in stacks:
-            sub = pipe.out / f"processed_{sg.path.stem.removeprefix('stack_')}"
-            done[sg.path.name] = process_file(sg.path, sub, pipe.cfg, reporter=pipe.reporter)
+        jobs += [(sg.path.name, sg.path, pipe.out / f"processed_{sg.path.stem.removeprefix('stack_')}")
+                 for sg in stacks]
+    for name, stack, folder in jobs:
+        key = _pp_key(stack, pipe.cfg)
+        reused = _reuse_processed(folder, key, pipe.cfg)
+        if reused is not None:
+            pipe.reporter.info(f"post-processing of {stack.name} is up to date: reused")
+            done[name] = reused
+            continue
+        done[name] = process_file(stack, folder, pipe.cfg, reporter=pipe.reporter, key=key)
     return done
+
+
+def _pp_key(stack: Path, cfg: Config) -> str:
+    import hashlib
+
+    from deepsky.calibrate.library import file_fingerprint
+
+    h = hashlib.sha1()
+    h.update(file_fingerprint(stack).encode())
+    h.update(json.dumps(config_to_dict(cfg)["postprocess"], sort_keys=True,
+                        default=str).encode())
+    return h.hexdigest()[:20]
+
+
+def _reuse_processed(folder: Path, key: str, cfg: Config) -> Any:
+    """The earlier ProcessFileResult when final_linear.fits carries this key and every other
+    output the settings ask for exists, else None."""
+    from deepsky.postprocess.process import OUTPUT_NAMES, ProcessFileResult
+
+    lin = folder / OUTPUT_NAMES["linear"]
+    ex = cfg.postprocess.export
+    wanted = [lin] + [folder / OUTPUT_NAMES[k] for k, on in (("tiff", ex.tiff), ("jpeg", ex.jpeg))
+                      if on]
+    if not all(p.exists() for p in wanted):
+        return None
+    try:
+        from astropy.io import fits
+
+        if fits.getval(lin, "DSKYPPK") != key:
+            return None
+    except (OSError, KeyError, ValueError):
+        return None
+    paths = {k: folder / v for k, v in OUTPUT_NAMES.items() if (folder / v).exists()}
+    return ProcessFileResult(paths=paths, recipe=("reused",), info={"reused": True})
 
 
 def versions() -> dict[str, str]:
@@ -147,6 +188,7 @@ def run_pipeline(session: str | Path, out: str | Path, cfg: Config, *,
     be = backend or make_backend(cfg.run.scheduler, cfg.run.workers)
     pipe = Pipeline(Path(session), Path(out), cfg, reporter=rep, backend=be)
     result = RunResult(pipe)
+    error: BaseException | None = None
     try:
         pipe.discover()
         pipe.calibration()
@@ -156,6 +198,9 @@ def run_pipeline(session: str | Path, out: str | Path, cfg: Config, *,
         with rep.stage("postprocess"):
             result.processed = postprocess_stacks(pipe)
         result.outputs += [p for r in result.processed.values() for p in r.paths.values()]
+    except BaseException as err:  # noted for the report, then re-raised
+        error = err
+        raise
     finally:
         if pipe.groups:
             result.outputs.append(pipe.write_frames())
@@ -167,5 +212,11 @@ def run_pipeline(session: str | Path, out: str | Path, cfg: Config, *,
             path = pipe.out / "run.json"
             write_text(path, json.dumps(record, indent=1, default=str))
             result.outputs.append(path)
+            # The report needs the registered lights; not written when the user interrupts.
+            if pipe.groups and not isinstance(error, KeyboardInterrupt):
+                from deepsky.pipeline.report import REPORT_NAME, write_report
+
+                result.outputs.append(write_report(pipe, result, pipe.out / REPORT_NAME,
+                                                   error=error))
     result.outputs[:0] = [sg.path for sg in pipe.stacks if sg.path is not None]
     return result

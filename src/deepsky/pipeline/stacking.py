@@ -19,6 +19,7 @@ from deepsky.integrate.drizzle import DrizzlePlan, drizzle_frames
 from deepsky.integrate.reject import combine
 from deepsky.integrate.stack import FrameInput, Integration, StackPlan, integrate, tile_grid
 from deepsky.integrate.trails import Trail, binned_transform, object_mask, trails_from_residual
+from deepsky.io.atomic import write_text
 from deepsky.io.fits import write_fits
 from deepsky.parallel import resolve_workers
 from deepsky.pipeline.registration import LightRecord
@@ -45,6 +46,8 @@ class StackGroup:
     exposure: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
     drizzle: float = 1.0
+    key: str = ""
+    reused: bool = False
 
     @property
     def used(self) -> list[LightRecord]:
@@ -287,14 +290,55 @@ def write_stack(path: Path, result: Integration, group: StackGroup, cards: dict[
     return path
 
 
+def _inputs_key(inputs: list[FrameInput], plan: StackPlan, extra: Any) -> str:
+    """Hash of what an integration depends on: frames (files), calibration, transforms,
+    normalisation, weights, trails and the settings."""
+    import hashlib
+    import json
+
+    h = hashlib.sha1()
+    h.update(json.dumps({"v": STACK_VERSION, "plan": dataclasses.asdict(plan),
+                         "extra": extra}, sort_keys=True, default=str).encode())
+    for fi in inputs:
+        cal = fi.calibration
+        spec = getattr(cal, "spec", None) if cal is not None else None
+        h.update(json.dumps({
+            "file": str(fi.source.path), "size": fi.source.path.stat().st_size,
+            "mtime": fi.source.path.stat().st_mtime_ns,
+            "cal": repr(spec if spec is not None else (cal if cal is None or
+                                                       not hasattr(cal, "bias") else "mem")),
+            "k": fi.dark_scale, "t": fi.transform.to_list(), "bayer": fi.bayer,
+            "mul": [float(v) for v in np.ravel(fi.mul)], "add": [float(v) for v in np.ravel(fi.add)],
+            "w": fi.weight, "trails": [t.to_json() for t in fi.trails], "cos": fi.cosmetic,
+        }, sort_keys=True).encode())
+    return h.hexdigest()[:20]
+
+
+def _cached_trails(group: StackGroup, inputs: list[FrameInput], plan: StackPlan, cfg: Config,
+                   cache_dir: Path, workers: int) -> dict[str, list[Trail]]:
+    import json
+
+    key = _inputs_key(inputs, plan, {"trails": dataclasses.asdict(cfg.integration)})
+    path = cache_dir / f"trails_{key}.json"
+    if path.exists():
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            return {k: [Trail.from_json(t) for t in v] for k, v in d.items()}
+        except (OSError, ValueError, KeyError):
+            pass
+    found = find_trails(group, inputs, cfg, cache_dir, workers)
+    write_text(path, json.dumps({k: [t.to_json() for t in v] for k, v in found.items()}))
+    return found
+
+
 def stack_group(group: StackGroup, cfg: Config, plan_cal: Any, *, out: Path, cache_dir: Path,
                 backend: Any, reporter: Any, ref_shape: tuple[int, int], filename: str
-                ) -> tuple[Path, Integration]:
+                ) -> tuple[Path, Integration | None]:
     inputs, plan = prepare_group(group, cfg, plan_cal, remote=backend.remote,
                                  ref_shape=ref_shape)
     if cfg.integration.trails:
         with reporter.stage("trails"):
-            group.trails = find_trails(group, inputs, cfg, cache_dir, backend.workers)
+            group.trails = _cached_trails(group, inputs, plan, cfg, cache_dir, backend.workers)
         for r in group.used:
             r.extra["trails"] = group.trails.get(r.name, [])
         if group.trails:
@@ -304,13 +348,27 @@ def stack_group(group: StackGroup, cfg: Config, plan_cal: Any, *, out: Path, cac
             for t in ts:
                 reporter.detail(f"trail in {name}: ({t.x0:.0f},{t.y0:.0f})-({t.x1:.0f},{t.y1:.0f}) "
                                 f"width {t.width:.1f} px, {t.significance:.0f} sigma")
+    ic = cfg.integration
+    key = _inputs_key(inputs, plan, {"drizzle": [ic.drizzle, ic.pixfrac, ic.kernel,
+                                                 ic.bayer_drizzle, cfg.calibration.debayer],
+                                     "group": group.name, "filename": filename})
+    group.key = key
+    target = out / filename
+    if _stack_key(target) == key:
+        reporter.info(f"{target.name} is up to date (same frames and settings): reused")
+        group.path = target
+        group.reused = True
+        group.drizzle = ic.drizzle
+        group.exposure = sum(r.meta.exposure or 0.0 for r in group.used)
+        return target, None
     n_tiles = len(tile_grid(plan, len(inputs)))
     with reporter.stage(f"integrate {group.name}".strip(), total=n_tiles) as step:
-        result = integrate(inputs, plan, backend, progress=step.advance)
+        result = integrate(inputs, plan, backend, progress=step.advance,
+                           checkpoint=cache_dir / f"tiles_{key}")
     n_trails = sum(len(v) for v in group.trails.values())
     ref = group.used[group.norm_ref]
     cards, hist = stack_header(group, cfg, plan, ref, n_trails)
-    ic = cfg.integration
+    cards["DSKYKEY"] = key
     bayer_drizzle = group.bayer is not None and (ic.bayer_drizzle
                                                  or cfg.calibration.debayer == "none")
     if ic.drizzle > 1.0 or bayer_drizzle:
@@ -329,11 +387,29 @@ def stack_group(group: StackGroup, cfg: Config, plan_cal: Any, *, out: Path, cac
                                                 if bayer_drizzle else "")]
         data = dr.data if group.channels == 3 else dr.data[0]
         weight = dr.weight if group.channels == 3 else dr.weight[0]
-        write_fits(out / filename, data, cards=cards, history=hist,
+        write_fits(target, data, cards=cards, history=hist,
                    extensions=[("WEIGHT", weight, {"COMMENT": "drizzle weight"})])
-        group.path = out / filename
+        group.path = target
         group.drizzle = ic.drizzle
-        return group.path, result
-    path = write_stack(out / filename, result, group, cards, hist)
-    group.path = path
-    return path, result
+    else:
+        group.path = write_stack(target, result, group, cards, hist)
+    _clear_checkpoint(cache_dir / f"tiles_{key}")
+    return group.path, result
+
+
+def _stack_key(path: Path) -> str | None:
+    """The DSKYKEY of an existing stack file (None if absent or unreadable)."""
+    if not path.exists():
+        return None
+    try:
+        from astropy.io import fits
+
+        return fits.getval(path, "DSKYKEY")
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _clear_checkpoint(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)

@@ -272,8 +272,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def process_file(stack_path: str | os.PathLike, out_dir: str | os.PathLike,
-                 config: Config | PostprocessConfig | None = None, reporter: Any = None
-                 ) -> ProcessFileResult:
+                 config: Config | PostprocessConfig | None = None, reporter: Any = None,
+                 *, key: str | None = None) -> ProcessFileResult:
     """Post-process a stack file and write the results into ``out_dir``.
 
     Writes (see :data:`OUTPUT_NAMES`): ``final_linear.fits`` (float32, linear after
@@ -281,7 +281,9 @@ def process_file(stack_path: str | os.PathLike, out_dir: str | os.PathLike,
     ``background_model.fits`` (float32) and ``background_samples.csv`` (the sample list, to
     edit and feed back with ``gradient.samples_file``); which ones follows
     ``[postprocess.export]``. Every file carries the recipe. The input is only read; an
-    output that would overwrite it is refused. Returns the paths and the recipe.
+    output that would overwrite it is refused. Returns the paths and the recipe. ``key``
+    (the pipeline's hash of the stack and settings) is recorded as DSKYPPK in
+    ``final_linear.fits`` so an unchanged run can skip the work.
     """
     from deepsky import __version__
     from deepsky.io import read, write
@@ -327,7 +329,12 @@ def process_file(stack_path: str | os.PathLike, out_dir: str | os.PathLike,
                                 history=old + res.linear_recipe,
                                 cards={"DSKYPP": ("final_linear", "deepsky post-processing "
                                                   "product"),
-                                       "DSKYSW": (software, "software")})
+                                       "DSKYSW": (software, "software"),
+                                       **({"DSKYPPK": (key, "deepsky post-processing key")}
+                                          if key else {})})
+        from deepsky.pipeline.progress import fault_point
+
+        fault_point("postprocess", 1)
         if ex.tiff:
             paths["tiff"] = write_display_tiff(
                 names["tiff"], res.display, meta=frame.meta, history=full,
