@@ -81,13 +81,25 @@ def _saturation(source: FrameSource, cal: CalibrationSet, raw: np.ndarray) -> fl
     white = source.meta.white_level
     if white is None:
         return None
+    key = (id(cal), white)
+    hit = _SATURATION.get(key)
+    if hit is not None and hit[0] is cal:
+        return hit[1]
     offset = 0.0
     if cal.dark is not None:
-        offset = float(np.median(cal.dark))
+        offset = float(np.median(cal.dark[..., ::4, ::4]))
     elif cal.bias is not None:
-        offset = float(np.median(cal.bias))
-    flat_max = 1.0 if cal.flat is None else float(np.nanpercentile(cal.flat, 99.9))
-    return 0.97 * (white - offset) / max(flat_max, 1e-3)
+        offset = float(np.median(cal.bias[..., ::4, ::4]))
+    flat_max = 1.0 if cal.flat is None else float(np.nanpercentile(cal.flat[..., ::4, ::4], 99.9))
+    value = 0.97 * (white - offset) / max(flat_max, 1e-3)
+    if len(_SATURATION) > 64:
+        _SATURATION.clear()
+    _SATURATION[key] = (cal, value)
+    return value
+
+
+# The saturation level of a calibration set, computed once per set and process.
+_SATURATION: dict[tuple[int, float], tuple[CalibrationSet, float]] = {}
 
 
 def analyze_frame(source: FrameSource, calibration: CalibrationSet | CalibrationSpec,
