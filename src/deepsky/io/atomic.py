@@ -33,6 +33,13 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes the file private (0600): give it the usual mode a new file gets.
+        umask = os.umask(0)
+        os.umask(umask)
+        try:
+            os.chmod(tmp, 0o666 & ~umask)
+        except OSError:
+            pass
         os.replace(tmp, final)
     except OSError as err:
         _remove_quietly(tmp)

@@ -93,7 +93,6 @@ class FramePoint:
     dy: float
     rotation: float  # degrees
     reference: bool
-    n_trails: int
 
 
 def centre_shift(t: Transform, width: int, height: int) -> tuple[float, float]:
@@ -112,6 +111,7 @@ def trail_in_frame(trail: Any, frame_to_output: Transform, factor: int) -> np.nd
 
 
 def frame_points(pipe: "Pipeline") -> list[FramePoint]:
+    """Every light of the run, in session order."""
     refs = {id(g.reference_record) for g in pipe.groups if g.ok}
     out = []
     for i, r in enumerate(pipe.records, start=1):
@@ -127,7 +127,7 @@ def frame_points(pipe: "Pipeline") -> list[FramePoint]:
             exposure=r.meta.exposure, used=r.used, reason=r.reason,
             n_stars=float(q.n_stars), fwhm=_f(q.fwhm), roundness=_f(q.roundness),
             background=_f(q.background), weight=_f(r.weight), dx=dx, dy=dy, rotation=rot,
-            reference=id(r) in refs, n_trails=len(r.extra.get("trails", []))))
+            reference=id(r) in refs))
     return out
 
 
@@ -170,8 +170,8 @@ def _page(pipe: "Pipeline", result: "RunResult", error: BaseException | None) ->
         _header(pipe, frames, record, error),
         _hero(final),
         '<main class="wrap">',
-        _nav(pipe, frames),
-        _attention(pipe, frames, record, error),
+        _nav(pipe),
+        _attention(pipe, frames, error),
         _quality_section(frames),
         _registration_section(frames),
         _trails_section(pipe),
@@ -301,7 +301,7 @@ def _hero(final: _Final) -> str:
             f'</div></div>')
 
 
-def _nav(pipe: "Pipeline", frames: list[FramePoint]) -> str:
+def _nav(pipe: "Pipeline") -> str:
     links = [("attention", "Warnings & rejections"), ("quality", "Frame quality"),
              ("registration", "Registration")]
     if any(sg.trails for sg in pipe.stacks):
@@ -313,8 +313,8 @@ def _nav(pipe: "Pipeline", frames: list[FramePoint]) -> str:
     return '<nav>' + "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in links) + '</nav>'
 
 
-def _attention(pipe: "Pipeline", frames: list[FramePoint], record: dict[str, Any],
-               error: BaseException | None) -> str:
+def _attention(pipe: "Pipeline", frames: list[FramePoint], error: BaseException | None
+               ) -> str:
     out = ['<section id="attention"><h2>Warnings &amp; rejected frames</h2>']
     if error is not None:
         out.append(f'<div class="alert bad"><b>The run stopped early</b>: '
@@ -483,13 +483,13 @@ def _pad_ylim(ax: "Axes", vals: np.ndarray) -> None:
 def _x_axis(ax: "Axes", dated: bool, x: np.ndarray) -> None:
     """Time (or frame number) ticks and limits of the shared x axis."""
     lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 1.0)
-    least = 2.0 / 1440 if dated else 1.0  # at least two minutes, or two frames, wide
-    pad = max(0.03 * (hi - lo), least / 2)
+    least = 2.0 / 1440 if dated else 2.0  # at least two minutes, or two frames, wide
+    pad = 0.03 * (hi - lo) if hi - lo >= least else (least - (hi - lo)) / 2
     ax.set_xlim(lo - pad, hi + pad)
     if dated:
         from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
-        loc = AutoDateLocator(minticks=4, maxticks=10)
+        loc = AutoDateLocator(minticks=5, maxticks=12)
         ax.xaxis.set_major_locator(loc)
         ax.xaxis.set_major_formatter(ConciseDateFormatter(loc))
         ax.set_xlabel("time (UTC)", fontsize=9)
@@ -533,8 +533,8 @@ def _trails_section(pipe: "Pipeline") -> str:
                     "significance (σ)"], rows)
     return (f'<section id="trails"><h2>Trails found</h2>'
             f'<p class="muted">{_n(sum(len(ts) for _, _, ts in found), "trail")} in '
-            f'{_n(len(found), "frame")}, masked before the rejection. Each is outlined on the frame it was found '
-            f'in (binned luminance, stretched).</p>'
+            f'{_n(len(found), "frame")}, masked before the rejection. Each is outlined on '
+            f'the frame it was found in (binned luminance, stretched).</p>'
             f'<div class="grid">{"".join(cards)}</div>{note}{table}</section>')
 
 
@@ -612,14 +612,22 @@ def _maps_section(pipe: "Pipeline") -> str:
                          color=MUTED)
             cb.outline.set_visible(False)
         tot_low, tot_high, kept = totals["REJ_LOW"], totals["REJ_HIGH"], totals["COVERAGE"]
-        samples = max(1.0, kept + tot_low + tot_high)
-        cap = (f"{_e(sg.path.name)} ({_e(sg.name or 'no filter')}, {len(sg.used)} frames, "
-               f"{_e(sg.method)} rejection"
-               + (f", maps of {_e(src.name)}" if src != sg.path else "") + "): "
-               f"{100 * tot_low / samples:.3f} % of the samples rejected low, "
-               f"{100 * tot_high / samples:.3f} % high. Rejections are summed over the "
-               f"channels, coverage is the mean over the channels"
-               + (f"; maps averaged over {k}×{k} px blocks" if k > 1 else "") + ".")
+        nch, cov_ch = int(totals["channels"]), int(totals["coverage_channels"])
+        # COVERAGE may count one channel's kept samples only; every channel has the same
+        # number of samples per pixel, so scale it to all of them.
+        samples = max(1.0, kept * nch / cov_ch + tot_low + tot_high)
+        notes = [f"{100 * tot_low / samples:.3f} % of the samples rejected low, "
+                 f"{100 * tot_high / samples:.3f} % high"]
+        if nch > 1:
+            notes.append("rejections summed over the channels")
+        if cov_ch > 1:
+            notes.append("coverage averaged over the channels")
+        if k > 1:
+            notes.append(f"maps averaged over {k}×{k} px blocks")
+        cap = (f"<b>{_e(sg.path.name)}</b> ({_e(sg.name or 'no filter')}, "
+               f"{_n(len(sg.used), 'frame')}, {_e(sg.method)} rejection"
+               + (f", maps from {_e(src.name)}" if src != sg.path else "") + "): "
+               + "; ".join(notes) + ".")
         blocks.append(_fig_html(fig, f"rejection maps of {sg.path.name}", cap, raw_cap=True))
     if not blocks:
         return ""
@@ -643,15 +651,17 @@ def _extnames(path: Path) -> list[str]:
 
 
 def _read_maps(path: Path) -> tuple[dict[str, np.ndarray], dict[str, float], int]:
-    """The REJ_LOW, REJ_HIGH (summed over channels) and COVERAGE (averaged over channels)
-    maps of a stack file, block-averaged by ``k`` to about MAP_SIZE px, their totals over
-    all pixels and channels, and ``k``. Read in bands of rows: a big stack's maps never
-    sit whole in memory."""
+    """The REJ_LOW, REJ_HIGH (summed over channels) and COVERAGE (averaged over channels
+    when it has several) maps of a stack file, block-averaged by ``k`` to about MAP_SIZE px;
+    their totals over all pixels and channels, with ``"channels"``: the channels of the
+    REJ maps, ``"coverage_channels"`` those of COVERAGE; and ``k``. Read in bands of rows:
+    a big stack's maps never sit whole in memory."""
     from astropy.io import fits
 
     maps: dict[str, np.ndarray] = {}
     totals: dict[str, float] = {}
-    with fits.open(path, memmap=True) as hdul:
+    # Sections read just the rows asked for (memmap cannot: the maps are scaled integers).
+    with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
         h, w = hdul["COVERAGE"].shape[-2:]
         k = max(1, math.ceil(max(h, w) / MAP_SIZE))
         for key in ("REJ_LOW", "REJ_HIGH", "COVERAGE"):
@@ -668,6 +678,7 @@ def _read_maps(path: Path) -> tuple[dict[str, np.ndarray], dict[str, float], int
                 bands.append(_block_mean(a, k) if a.shape[0] >= k else a[:0, :w // k])
             maps[key] = np.concatenate(bands)
             totals[key] = total
+            totals["coverage_channels" if key == "COVERAGE" else "channels"] = nch
     return maps, totals, k
 
 
@@ -694,9 +705,14 @@ def _final_section(final: _Final, result: "RunResult", pipe: "Pipeline") -> str:
     if main is not None:
         files = ", ".join(f'<span class="mono">{_e(p.name)}</span>'
                           for p in main.paths.values())
-        out.append(f"<p>Written: {files}.</p>")
-        out.append("<details><summary>Processing recipe</summary><ol class=\"recipe\">"
-                   + "".join(f"<li>{_e(r)}</li>" for r in main.recipe) + "</ol></details>")
+        if main.info.get("reused"):
+            out.append(f"<p>Post-processing reused from an earlier run (same stack, same "
+                       f"settings): {files}.</p>")
+        else:
+            out.append(f"<p>Written: {files}.</p>")
+            out.append("<details><summary>Processing recipe</summary><ol class=\"recipe\">"
+                       + "".join(f"<li>{_e(r)}</li>" for r in main.recipe)
+                       + "</ol></details>")
     previews = []
     by_file = {sg.path.name: sg for sg in pipe.stacks if sg.path is not None}
     for key, res in result.processed.items():
@@ -863,8 +879,8 @@ def _inventory_section(pipe: "Pipeline") -> str:
     return "".join(out)
 
 
-def _settings_rows(cfg: Any, default: Any, prefix: str = "") -> Iterable[tuple[str, Any, Any,
-                                                                               str]]:
+def _settings_rows(cfg: Any, default: Any, prefix: str = ""
+                   ) -> Iterable[tuple[str, Any, Any, str]]:
     """``(dotted key, value, default, description)`` of every leaf setting."""
     for f in dataclasses.fields(cfg):
         key = f"{prefix}.{f.name}" if prefix else f.name
@@ -1007,7 +1023,7 @@ def _png_uri(img: np.ndarray) -> str:
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     buf = _io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG", optimize=True)
+    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

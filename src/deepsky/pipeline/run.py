@@ -195,8 +195,7 @@ def run_pipeline(session: str | Path, out: str | Path, cfg: Config, *,
         pipe.analyze()
         pipe.register()
         pipe.stack()
-        with rep.stage("postprocess"):
-            result.processed = postprocess_stacks(pipe)
+        result.processed = postprocess_stacks(pipe)
         result.outputs += [p for r in result.processed.values() for p in r.paths.values()]
     except BaseException as err:  # noted for the report, then re-raised
         error = err
