@@ -382,7 +382,7 @@ def binned_transform(t: Transform, factor: int) -> Transform:
 
 
 def trails_from_residual(residual: np.ndarray, *, factor: int, mask: np.ndarray | None = None,
-                         min_length_frac: float = 0.1, threshold: float = 8.0,
+                         min_length_frac: float = 0.15, threshold: float = 8.0,
                          max_trails: int = 4, max_width_px: float = 24.0) -> list[Trail]:
     """Trails (full-resolution reference coordinates) in a binned residual image.
 

@@ -38,10 +38,11 @@ class LightRecord:
     flux_ratio: float = float("nan")  # frame star flux / reference star flux
     weight: float = float("nan")
     extra: dict[str, Any] = field(default_factory=dict)
+    label: str = ""  # the file's path inside the session (unique when names repeat)
 
     @property
     def name(self) -> str:
-        return Path(self.analysis.path).name
+        return self.label or Path(self.analysis.path).name
 
     @property
     def used(self) -> bool:
@@ -56,7 +57,7 @@ def find_reference(records: list[LightRecord], wanted: str) -> int:
     """Index of the light the user named (file name, with or without extension)."""
     for i, r in enumerate(records):
         p = Path(r.analysis.path)
-        if wanted in (p.name, p.stem, str(p)):
+        if wanted in (p.name, p.stem, str(p), r.name):
             return i
     sample = ", ".join(r.name for r in records[:5])
     raise ConfigError(f"registration.reference = {wanted!r} is not one of the lights "
@@ -86,16 +87,49 @@ def flux_ratio(stars: StarList, ref: StarList, t: Transform, *, radius: float = 
     return float(np.median(ratios))
 
 
+def _agreement(low: np.ndarray, low_ref: np.ndarray, t_low: Transform) -> float:
+    """Normalised correlation of the high-passed binned frame, warped by ``t_low``, with the
+    reference's, over their overlap: near 1 for a right transform, near 0 for a wrong one."""
+    import cv2
+
+    from deepsky.register.warp import warp_image
+
+    def hp(img: np.ndarray) -> np.ndarray:
+        a = np.nan_to_num(img.astype(np.float32), nan=float(np.nanmedian(img)))
+        return a - cv2.GaussianBlur(a, (0, 0), 4.0)
+
+    warped, foot = warp_image(hp(low), t_low, low_ref.shape, method="bilinear", clamp=False,
+                              fill=np.nan, parallel=False)
+    ref = hp(low_ref)
+    ok = np.isfinite(warped) & (foot > 0.99)
+    if ok.sum() < 0.2 * ok.size:
+        return 0.0
+    a = warped[ok] - warped[ok].mean()
+    b = ref[ok] - ref[ok].mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else 0.0
+
+
 def _phase_register(rec: LightRecord, ref: LightRecord, cfg: Config, first: Registration
                     ) -> Registration:
-    """Frames with too few stars: phase correlation of the binned luminances, then (when
-    some stars exist) a refinement on the stars from that starting point."""
+    """Frames with too few stars: phase correlation of the binned luminances (translation,
+    and translation with rotation), the candidate that makes the frame look most like the
+    reference kept, then (when some stars exist) refined on the stars from there.
+
+    A phase-only registration is accepted only when the warped frame correlates clearly with
+    the reference: a wrong transform would put every star of the frame beside its place in
+    the stack."""
     f = rec.analysis.lowres_factor
-    low = np.load(rec.analysis.lowres)
-    low_ref = np.load(ref.analysis.lowres)
-    ph = phase_correlate(np.nan_to_num(low), np.nan_to_num(low_ref), rotation=True)
-    # Binned-grid transform back to full resolution.
+    low = np.nan_to_num(np.load(rec.analysis.lowres))
+    low_ref = np.nan_to_num(np.load(ref.analysis.lowres))
     s = Transform(np.array([[f, 0, (f - 1) / 2], [0, f, (f - 1) / 2], [0, 0, 1.0]]))
+    best = None
+    for rotation in (False, True):
+        ph = phase_correlate(low, low_ref, rotation=rotation)
+        score = _agreement(low, low_ref, ph.transform)
+        if best is None or score > best[0]:
+            best = (score, ph)
+    score, ph = best
     t_full = s @ ph.transform @ s.inverse()
     stars, rstars = rec.analysis.stars, ref.analysis.stars
     if len(stars) >= 3 and len(rstars) >= 3:
@@ -105,15 +139,15 @@ def _phase_register(rec: LightRecord, ref: LightRecord, cfg: Config, first: Regi
         if r.ok and r.n_matches >= 3 and r.rms_px <= cfg.registration.max_rms:
             return Registration(r.transform, ok=True, method="phase+stars", model=r.model,
                                 n_matches=r.n_matches, rms_px=r.rms_px)
-    if ph.response >= 0.1:
+    if ph.response >= 0.1 and score >= 0.5:
         return Registration(t_full, ok=True, method="phase", model="similarity",
                             n_matches=0, rms_px=float("nan"),
                             reason=f"{first.reason}; registered by phase correlation only "
-                                   f"(response {ph.response:.2f})")
+                                   f"(response {ph.response:.2f}, agreement {score:.2f})")
     return Registration(Transform.identity(), ok=False, method="none", model=first.model,
                         n_matches=first.n_matches, rms_px=first.rms_px,
-                        reason=f"{first.reason}; phase correlation response "
-                               f"{ph.response:.3f} too weak")
+                        reason=f"{first.reason}; phase correlation does not agree with the "
+                               f"reference (agreement {score:.2f} < 0.5)")
 
 
 def register_lights(records: list[LightRecord], cfg: Config, *, progress: Any = None) -> int:

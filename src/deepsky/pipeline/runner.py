@@ -139,10 +139,11 @@ class Pipeline:
         if not self.analyses:
             self.analyze()
         by_geom: dict[tuple[Any, ...], list[LightRecord]] = defaultdict(list)
+        labels = light_labels(self.session)
         for m, src in zip(self.session.lights, self.sources(self.session.lights)):
             a = self.analyses[str(m.path)]
             by_geom[(m.width, m.height, m.binning, m.channels, m.bayer or m.cfa)].append(
-                LightRecord(meta=m, analysis=a, source=src))
+                LightRecord(meta=m, analysis=a, source=src, label=labels[str(m.path)]))
         t0 = time.perf_counter()
         self.groups = []
         n = sum(len(v) for v in by_geom.values())
@@ -216,6 +217,26 @@ class Pipeline:
 
     def write_frames(self) -> Path:
         return write_frames_csv(self.out / "frames.csv", self.records)
+
+
+def light_labels(session: Session) -> dict[str, str]:
+    """A name for each light: its file name, or its path inside the session (without the
+    lights/ folder) when file names repeat (lights/R/Light_001.fits, lights/G/Light_001.fits)."""
+    names = [m.path.name for m in session.lights]
+    dup = {n for n in names if names.count(n) > 1}
+    out = {}
+    for m in session.lights:
+        label = m.path.name
+        if label in dup:
+            try:
+                parts = m.path.relative_to(session.root).parts
+            except ValueError:
+                parts = m.path.parts[-2:]
+            if len(parts) > 1 and parts[0].lower() in ("light", "lights"):
+                parts = parts[1:]
+            label = "/".join(parts)
+        out[str(m.path)] = label
+    return out
 
 
 def _count_cached(folder: Path) -> int:
