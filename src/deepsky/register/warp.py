@@ -254,7 +254,7 @@ def _weights(t, method, w, lut):  # pragma: no cover - numba
     return 6, -2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"})
 def _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, write_foot,
                lut, j0, j1):  # pragma: no cover - numba
     """Output rows ``j0 .. j1 - 1`` (see :func:`warp_window`)."""
@@ -374,7 +374,7 @@ def _coverage(fx0, fy0, nx, ny, wx, wy, sw, sh):  # pragma: no cover - numba
 
 # Two distinct functions, not two njit wrappers of one: numba's on-disk cache is keyed by
 # the function, so wrappers of the same function would load each other's compiled code.
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"})
 def _warp_serial(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, write_foot,
                  lut):  # pragma: no cover - numba
     _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, write_foot,
