@@ -56,6 +56,16 @@ class Trail:
         return Trail(float(a), float(b), float(c), float(d), self.width * t.scale,
                      self.significance, self.halo * t.scale)
 
+    def extended(self, by: float) -> "Trail":
+        """The same trail lengthened by ``by`` pixels at each end."""
+        dx, dy = self.x1 - self.x0, self.y1 - self.y0
+        L = math.hypot(dx, dy)
+        if L == 0 or by <= 0:
+            return self
+        ux, uy = dx / L, dy / L
+        return Trail(self.x0 - by * ux, self.y0 - by * uy, self.x1 + by * ux,
+                     self.y1 + by * uy, self.width, self.significance, self.halo)
+
     def distance(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Distance of points from the segment."""
         dx, dy = self.x1 - self.x0, self.y1 - self.y0
@@ -383,7 +393,7 @@ def binned_transform(t: Transform, factor: int) -> Transform:
 
 def trails_from_residual(residual: np.ndarray, *, factor: int, mask: np.ndarray | None = None,
                          min_length_frac: float = 0.15, threshold: float = 8.0,
-                         max_trails: int = 4, max_width_px: float = 24.0) -> list[Trail]:
+                         max_trails: int = 4, max_width_px: float = 16.0) -> list[Trail]:
     """Trails (full-resolution reference coordinates) in a binned residual image.
 
     ``mask`` (True = excluded) hides pixels whose residual cannot be trusted: the cores of

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from deepsky.config import Config
 from deepsky.errors import StackingError
@@ -138,6 +139,7 @@ def find_trails(group: StackGroup, inputs: list[FrameInput], cfg: Config, cache_
     cube_path = cache_dir / f"provisional_{_slug(group.name)}.npy"
     cache_dir.mkdir(parents=True, exist_ok=True)
     cube = np.lib.format.open_memmap(cube_path, mode="w+", dtype=np.float32, shape=(n, hl, wl))
+    edge = max(3, int(round(32 / f)))
     lum_mul = []
     for i, (r, fi) in enumerate(zip(used, inputs)):
         low = np.load(r.analysis.lowres)
@@ -147,7 +149,12 @@ def find_trails(group: StackGroup, inputs: list[FrameInput], cfg: Config, cache_
                                fill=np.nan, parallel=False)
         mul = float(np.mean(fi.mul))
         add = float(np.mean(fi.add))
-        cube[i] = warped * mul + add
+        # A frame's edges (bad first/last rows and columns, vignetted corners, the seam
+        # between covered and uncovered) make straight residuals along the border that are
+        # not trails: leave a margin of each frame's footprint out of the search.
+        covered = np.isfinite(warped)
+        covered = ndimage.binary_erosion(covered, iterations=edge, border_value=0)
+        cube[i] = np.where(covered, warped * mul + add, np.float32(np.nan))
         lum_mul.append(mul)
     cube.flush()
     provisional = np.empty((hl, wl), np.float32)
@@ -163,7 +170,9 @@ def find_trails(group: StackGroup, inputs: list[FrameInput], cfg: Config, cache_
         found = trails_from_residual(residual, factor=f, mask=mask,
                                      threshold=cfg.integration.trail_threshold)
         if found:
-            out[r.name] = found
+            # The border margin hid the trail's last pixels: a trail seen reaching into the
+            # margin goes on to the edge, so extend each end by the margin.
+            out[r.name] = [t.extended(edge * f) for t in found]
     del cube
     try:
         cube_path.unlink()
