@@ -23,7 +23,17 @@ import argparse
 import shutil
 import sys
 
+import re
+
 from common import RESULTS, deepsky, machine, median, save, session, siril, siril_available, table
+
+
+def stage_times(output: str) -> dict[str, float]:
+    """The "<stage> done in X s" lines deepsky prints (not with -q)."""
+    out: dict[str, float] = {}
+    for name, secs in re.findall(r"^(\w+)(?: \S+)? done in ([\d.]+) s", output, re.M):
+        out[name] = out.get(name, 0.0) + float(secs)
+    return out
 
 
 def make(n: int, bayer: str | None) -> object:
@@ -63,7 +73,7 @@ def main() -> int:
         st, rn, sr = [], [], []
         for _ in range(args.repeat):
             shutil.rmtree(out, ignore_errors=True)
-            st.append(deepsky("stack", str(folder), "-o", str(out), "-q"))
+            st.append(deepsky("stack", str(folder), "-o", str(out)))
             shutil.rmtree(out, ignore_errors=True)
             rn.append(deepsky("run", str(folder), "-o", str(out), "-q"))
             if siril_available() and not args.no_siril:
@@ -72,7 +82,9 @@ def main() -> int:
         st_w, rn_w = median([r.wall_s for r in st]), median([r.wall_s for r in rn])
         st_m, rn_m = max(r.peak_mb for r in st), max(r.peak_mb for r in rn)
         row = [n, st_w, st_m, rn_w, rn_m]
-        entry = {"stack_wall_s": [r.wall_s for r in st], "stack_peak_mb": [r.peak_mb for r in st],
+        stages = [stage_times(r.output) for r in st]
+        entry = {"stack_stages_s": stages,
+                 "stack_wall_s": [r.wall_s for r in st], "stack_peak_mb": [r.peak_mb for r in st],
                  "run_wall_s": [r.wall_s for r in rn], "run_peak_mb": [r.peak_mb for r in rn]}
         if sr:
             s_w = median([r.wall_s for r in sr])
@@ -88,6 +100,22 @@ def main() -> int:
     if any(len(r) > 5 for r in rows):
         header += ["Siril 1.0.6 s", "MB", "stack/Siril"]
     print(table(rows, header))
+    # Stage by stage (medians): deepsky's stages against the Siril commands doing the same.
+    srows = []
+    for n, entry in data.items():
+        st = entry["stack_stages_s"]
+
+        def med(*names: str) -> float:
+            return median([sum(s.get(k, 0.0) for k in names) for s in st])
+
+        row = [n, med("masters"), med("analyze", "register"), med("trails", "integrate")]
+        if "siril_steps_s" in entry:
+            steps = entry["siril_steps_s"]
+            row += [median([sum(x[:5]) for x in steps]), median([x[5] for x in steps]),
+                    median([x[6] for x in steps])]
+        srows.append(row)
+    print(table(srows, ["frames", "deepsky masters", "analyze+register", "trails+integrate",
+                        "Siril masters+calibration", "registration", "stacking"]))
     print(f"results: {save('pipeline_' + args.bayer.lower(), data)}")
     shutil.rmtree(out, ignore_errors=True)
     return 0
