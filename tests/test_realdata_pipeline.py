@@ -51,7 +51,7 @@ def test_mixed_exposures_beat_the_long_ones_alone(tmp_path):
         session = _session_v(tmp_path / f"s_{tag}", only_long)
         run_pipeline(session, tmp_path / tag, cfg, reporter=Q)
         out[tag] = read(tmp_path / tag / "stack.fits").data
-    rows = list(csv.DictReader(open(tmp_path / "all" / "frames.csv")))
+    rows = list(csv.DictReader((tmp_path / "all" / "frames.csv").read_text().splitlines()))
     w = {r["file"]: float(r["weight"]) for r in rows}
     assert w["uamA_0029.fits"] < 0.15 * w["uamA_0031.fits"]  # a 3 s frame weighs little
     stars = {}

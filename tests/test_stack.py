@@ -92,7 +92,7 @@ def test_trails_leave_no_trace(simulated_session, tmp_path, n, k):
     assert abs(float(np.mean(diff))) <= sigma  # no trace of the trails on average
     assert float(np.percentile(np.abs(diff), 99)) <= 3 * sigma  # nor anywhere
     assert abs(sigma / sigma_clean - 1) <= 0.03  # the masks cost no noise elsewhere
-    rows = list(csv.DictReader(open(tmp_path / "t" / "frames.csv")))
+    rows = list(csv.DictReader((tmp_path / "t" / "frames.csv").read_text().splitlines()))
     assert {r["file"] for r in rows if r["n_trails"] != "0"} == set(names)
 
 
@@ -179,7 +179,7 @@ def test_colour_stack_file(small_session, tmp_path):
         assert names[1:] == ["WEIGHT", "COVERAGE", "REJ_LOW", "REJ_HIGH"]
         assert hdul["REJ_LOW"].data.shape == (3, 256, 256)
         assert int(hdul["COVERAGE"].data.max()) == n_used
-    rows = list(csv.DictReader(open(tmp_path / "frames.csv")))
+    rows = list(csv.DictReader((tmp_path / "frames.csv").read_text().splitlines()))
     assert all(float(r["weight"]) > 0 for r in rows if r["status"] == "used")
 
 

@@ -403,7 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deepsky: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("deepsky: interrupted", file=sys.stderr)
+        resumes = args.command in ("run", "stack", "register", "calibrate")
+        print("deepsky: interrupted" + (" (finished steps are kept: the same command resumes)"
+                                        if resumes else ""), file=sys.stderr)
         return 130
 
 

@@ -59,6 +59,10 @@ class CalibrationConfig:
     debayer: Literal["rcd", "vng", "bilinear", "superpixel", "none"] = setting(
         "rcd", "Demosaicing of one-shot-colour frames; none keeps the CFA mosaic (for Bayer "
         "drizzle)")
+    bayer_pattern: Literal["auto", "none", "RGGB", "BGGR", "GRBG", "GBRG"] = setting(
+        "auto", "CFA pattern of the camera: auto reads BAYERPAT from the files; a pattern "
+        "(of the pixels as stored) overrides a missing or wrong BAYERPAT; none: a mono "
+        "camera whatever the files say")
 
 
 @dataclass(frozen=True)
@@ -215,7 +219,7 @@ class DeconvolutionConfig:
 @dataclass(frozen=True)
 class DenoiseConfig:
     enabled: bool = setting(True, "Wavelet (starlet) noise reduction of the linear image")
-    luminance: float = setting(0.8, "Luminance noise reduction amount (0 = none, 1 = full)",
+    luminance: float = setting(0.5, "Luminance noise reduction amount (0 = none, 1 = full)",
                                min=0.0, max=1.0)
     chrominance: float = setting(1.0, "Colour noise reduction amount", min=0.0, max=1.0)
     threshold: float = setting(3.0, "Luminance threshold in sigma of each wavelet layer's "

@@ -39,8 +39,32 @@ def check_pattern(pattern: str | None, *, cfa: str | None = None, where: str = "
     return pattern.upper()
 
 
-def debayer(mosaic: np.ndarray, pattern: str, *, method: str = "rcd") -> np.ndarray:
+def mosaic_spread(data: np.ndarray) -> float:
+    """How far apart the levels of the four 2x2 sub-images of a single-plane frame are, in
+    units of the frame's robust noise: near 0 for a mono sensor, above 1 for a raw colour
+    mosaic whose sky and flat are not grey. NaN when it cannot be measured.
+
+    >>> round(mosaic_spread(np.tile([[10.0, 20.0], [20.0, 5.0]], (8, 8))), 1) > 1
+    True
+    """
+    a = np.asarray(data, dtype=np.float32)
+    if a.ndim != 2 or min(a.shape) < 4:
+        return float("nan")
+    levels = [np.nanmedian(a[i::2, j::2]) for i in (0, 1) for j in (0, 1)]
+    sigma = 1.4826 * float(np.nanmedian(np.abs(a - np.nanmedian(a))))
+    spread = float(np.max(levels) - np.min(levels))
+    if not np.isfinite(spread):
+        return float("nan")
+    return spread / sigma if sigma > 0 else (0.0 if spread == 0 else float("inf"))
+
+
+def debayer(mosaic: np.ndarray, pattern: str, *, method: str = "rcd",
+            value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Demosaic a CFA mosaic ``(H, W)`` into ``(3, H, W)`` R, G, B float32.
+
+    ``value_range`` (RCD only) is the ``(min, max)`` its normalisation uses, by default the
+    mosaic's own: give the whole frame's when demosaicing windows of it, so that every
+    window (every tile size, every memory budget) gets the pixels the whole frame would.
 
     >>> m = np.full((8, 8), 10.0, np.float32)
     >>> debayer(m, "RGGB", method="bilinear").shape
@@ -56,7 +80,7 @@ def debayer(mosaic: np.ndarray, pattern: str, *, method: str = "rcd") -> np.ndar
         return bilinear(m, pattern)
     if method in ("rcd", "vng"):
         # "vng" is accepted as a synonym of the edge-aware method (RCD is better on stars).
-        return rcd(m, pattern)
+        return rcd(m, pattern, value_range=value_range)
     if method == "none":
         raise ValueError("method 'none' keeps the mosaic: do not call debayer")
     raise ValueError(f"unknown debayer method {method!r}; one of {', '.join(METHODS)}")
@@ -247,12 +271,15 @@ def _rcd_kernel(cfa: np.ndarray, fc: np.ndarray, rgb: np.ndarray) -> None:
                 rgb[k, r, c] = min(1.0, max(0.0, v))
 
 
-def rcd(mosaic: np.ndarray, pattern: str, *, workers: int | None = None) -> np.ndarray:
+def rcd(mosaic: np.ndarray, pattern: str, *, workers: int | None = None,
+        value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Ratio Corrected Demosaicing (the 4-pixel border is bilinear).
 
     The algorithm works on positive data in 0..1 (its ratio corrections divide by local
     means), so the mosaic is shifted to a small positive pedestal and scaled first, and the
-    result mapped back: calibrated data keep their negative noise and their units.
+    result mapped back: calibrated data keep their negative noise and their units. The
+    scaling (and the clipping of estimates to it) uses ``value_range``, by default the
+    mosaic's minimum and maximum.
     """
     out = bilinear(mosaic, pattern)
     h, w = mosaic.shape
@@ -260,8 +287,8 @@ def rcd(mosaic: np.ndarray, pattern: str, *, workers: int | None = None) -> np.n
         return out
     finite = np.isfinite(mosaic)
     src = np.where(finite, mosaic, 0.0).astype(np.float32) if not finite.all() else mosaic
-    lo = float(np.min(src))
-    hi = float(np.max(src))
+    lo, hi = (float(np.min(src)), float(np.max(src))) if value_range is None \
+        else (float(value_range[0]), float(value_range[1]))
     span = hi - lo
     if span <= 0:
         return out
@@ -273,9 +300,10 @@ def rcd(mosaic: np.ndarray, pattern: str, *, workers: int | None = None) -> np.n
     np.clip(rgb, 0.0, 1.0, out=rgb)
     fc = np.array([["RGB".index(pattern[0]), "RGB".index(pattern[1])],
                    ["RGB".index(pattern[2]), "RGB".index(pattern[3])]], np.int64)
-    # Bands of rows on separate threads, each with an 8-row overlap (RCD looks 4-6 rows away);
-    # an even overlap keeps each band's CFA phase.
-    pad = 8
+    # Bands of rows on separate threads, each with a 12-row overlap (RCD's chained estimates
+    # reach 10 rows away: with 8, the result changed with the number of threads); an even
+    # overlap keeps each band's CFA phase.
+    pad = 12
 
     def run(y0: int, y1: int) -> None:
         a, b = max(0, y0 - pad), min(h, y1 + pad)

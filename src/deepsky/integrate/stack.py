@@ -26,8 +26,9 @@ from deepsky.register.warp import source_bounds, warp_window
 from deepsky.types import Transform
 
 # Extra source pixels read around what the warp needs: cosmetic correction looks 2 pixels
-# away, RCD up to 6; kept even so the CFA phase of a region is that of the frame.
-_MARGIN = 8
+# away, RCD's chained estimates 10; kept even so the CFA phase of a region is that of the
+# frame. (8 was too few: the stack changed with the tile size, i.e. the memory budget.)
+_MARGIN = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +46,7 @@ class FrameInput:
     weight: float = 1.0
     trails: tuple[Trail, ...] = ()
     cosmetic: bool = True
+    value_range: tuple[float, float] | None = None  # calibrated frame's (min, max), for RCD
 
     def cal(self) -> CalibrationSet | None:
         c = self.calibration
@@ -121,7 +123,8 @@ def frame_window(fi: FrameInput, tile: tuple[int, int, int, int], plan: StackPla
     data = raw if cal is None else calibrate_band(raw, cal, y0=sy0, x0=sx0,
                                                   dark_scale=fi.dark_scale, cosmetic=fi.cosmetic)
     if fi.bayer is not None:
-        data = debayer(data, fi.bayer, method=plan.debayer)  # even origin: same CFA phase
+        # Even origin: same CFA phase; the frame's range: the same pixels whatever the tile.
+        data = debayer(data, fi.bayer, method=plan.debayer, value_range=fi.value_range)
     warped, _ = warp_window(data, (sx0, sy0), fi.transform, (x0, y0), (th, tw),
                             src_shape=(src_h, src_w), method=plan.interpolation,
                             clamp=plan.clamp, fill=np.nan, parallel=False)

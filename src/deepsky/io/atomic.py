@@ -28,7 +28,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{ext}", dir=folder)
     except OSError as err:
-        raise _output_error(final, err) from err
+        raise output_error(final, err) from err
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -43,7 +43,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
         os.replace(tmp, final)
     except OSError as err:
         _remove_quietly(tmp)
-        raise _output_error(final, err) from err
+        raise output_error(final, err) from err
     except BaseException:
         _remove_quietly(tmp)
         raise
@@ -54,8 +54,11 @@ def _remove_quietly(p: Path) -> None:
         p.unlink()
 
 
-def _output_error(path: Path, err: OSError) -> OutputError:
-    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+def output_error(path: Path, err: OSError) -> OutputError:
+    """The :class:`OutputError` for an ``OSError`` met while writing ``path``."""
+    # A short write ("65536 requested and 3376 written", numpy's tofile) is a full disk too.
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or (
+            err.errno is None and "requested and" in str(err) and "written" in str(err)):
         return OutputError(f"{path}: cannot write, the disk is full (or a file-size limit was hit)")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OutputError(f"{path}: cannot write, permission denied (read-only folder?)")

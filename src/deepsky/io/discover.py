@@ -17,6 +17,7 @@ Unreadable files are listed with their reason; they never stop the discovery.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,7 @@ def prefix_kind(filename: str) -> str | None:
 class Unreadable:
     path: Path
     reason: str
+    kind: str | None = None  # from the folder or the file-name prefix, when they say
 
 
 @dataclass
@@ -83,6 +85,11 @@ class Session:
     @property
     def lights(self) -> list[FrameMeta]:
         return self.frames["light"]
+
+    @property
+    def unreadable_lights(self) -> list[Unreadable]:
+        """Files that are lights by their folder or name but cannot be read."""
+        return [u for u in self.unreadable if u.kind == "light"]
 
     @property
     def darks(self) -> list[FrameMeta]:
@@ -151,10 +158,23 @@ class Session:
                 for key, v in self.light_groups().items()
             ],
             "files": {k: [str(m.path) for m in v] for k, v in self.frames.items()},
-            "unreadable": [{"path": str(u.path), "reason": u.reason} for u in self.unreadable],
+            "unreadable": [{"path": str(u.path), "reason": u.reason, "kind": u.kind}
+                           for u in self.unreadable],
             "unclassified": [str(p) for p in self.unclassified],
             "warnings": list(self.warnings),
         }
+
+
+def force_bayer(session: Session, pattern: str) -> Session:
+    """The session with ``calibration.bayer_pattern`` applied: ``auto`` keeps each file's
+    pattern; ``none`` makes every single-plane frame mono; a 2x2 pattern (of the pixels as
+    stored) is given to every single-plane frame (not to X-Trans ones)."""
+    if pattern == "auto":
+        return session
+    bayer, cfa = (None, None) if pattern == "none" else (pattern, "bayer")
+    frames = {k: [m.replace(bayer=bayer, cfa=cfa) if m.channels == 1 and m.cfa != "xtrans"
+                  else m for m in v] for k, v in session.frames.items()}
+    return dataclasses.replace(session, frames=frames)
 
 
 def light_group_key(m: FrameMeta) -> tuple[Any, ...]:
@@ -229,7 +249,8 @@ def discover(root: str | os.PathLike, *, workers: int = 4) -> Session:
     disagree = 0
     for (path, kind, flt), res in zip(planned, results):
         if isinstance(res, Unreadable):
-            session.unreadable.append(res)
+            session.unreadable.append(Unreadable(path, res.reason,
+                                                 kind or prefix_kind(path.name)))
             continue
         meta = res
         header_kind = meta.kind if meta.kind != "unknown" else None
@@ -255,6 +276,20 @@ def discover(root: str | os.PathLike, *, workers: int = 4) -> Session:
     return session
 
 
+def header_pattern(m: FrameMeta) -> Any:
+    """The CFA pattern text a file's header gives (BAYERPAT & co.), or None."""
+    from deepsky.io.headers import BAYER_KEYS, first
+
+    h = m.header
+    if h is None:
+        return None
+    try:
+        v = first(h, BAYER_KEYS)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return str(v).strip() if v is not None and str(v).strip() else None
+
+
 def _fmt_exp(e: float | None) -> str:
     return "?" if e is None else f"{e:g} s"
 
@@ -278,6 +313,12 @@ def _check(s: Session) -> list[str]:
     if not s.lights:
         out.append("no light frames found")
         return out
+    bad_pattern = sorted({str(header_pattern(m)) for m in s.lights + s.flats
+                          if m.channels == 1 and m.cfa is None and header_pattern(m)})
+    if bad_pattern:
+        out.append("BAYERPAT = " + ", ".join(repr(p) for p in bad_pattern) + " is not a 2x2 "
+                   "Bayer pattern (RGGB, BGGR, GRBG, GBRG): those frames are processed as "
+                   "mono; set calibration.bayer_pattern if the camera is a colour one")
     sizes = Counter((m.width, m.height, m.binning) for m in s.lights)
     if len(sizes) > 1:
         desc = ", ".join(f"{n} of {w}x{h} bin {b[0]}x{b[1]}" for (w, h, b), n in sizes.most_common())

@@ -8,14 +8,19 @@ file raises :class:`~deepsky.errors.InputError` naming the file.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import os
+import re
+import unicodedata
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from astropy.io import fits
-from astropy.io.fits.verify import VerifyWarning
+from astropy.io.fits.verify import VerifyError, VerifyWarning
 from astropy.utils.exceptions import AstropyUserWarning
 
 from deepsky.errors import InputError, OutputError
@@ -25,6 +30,18 @@ from deepsky.io._common import short as _short
 from deepsky.io.atomic import atomic_path
 from deepsky.io.headers import as_float, first, header_cards_from_meta, meta_from_header
 from deepsky.types import Frame, FrameMeta
+
+try:  # the tile decompressor's own exception (not an OSError or ValueError)
+    from astropy.io.fits.hdu.compressed._compression import CfitsioException as _CfitsioError
+except ImportError:  # pragma: no cover - another astropy layout
+    class _CfitsioError(Exception):  # type: ignore[no-redef]
+        """Stands for astropy's CfitsioException where it cannot be imported."""
+
+# What astropy raises on a damaged file, at opening or later, lazily, when a header value or
+# the pixel data are first touched (found by fuzzing: benchmarks/fuzz_readers.py).
+FITS_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, AttributeError,
+               RuntimeError, ZeroDivisionError, MemoryError, OverflowError, zlib.error,
+               VerifyError, _CfitsioError)
 
 FITS_EXTENSIONS = (".fit", ".fits", ".fts", ".fz", ".fit.gz", ".fits.gz", ".fts.gz", ".fit.fz",
                    ".fits.fz")
@@ -47,26 +64,62 @@ def is_fits_name(path: str | os.PathLike) -> bool:
 @contextlib.contextmanager
 def _open(path: Path, *, memmap: bool) -> Iterator[fits.HDUList]:
     """The file's HDUs, read-only. The file is opened here (not by astropy) so that it is
-    closed on every path: astropy leaves its own handle open when a header fails to parse."""
+    closed on every path: astropy leaves its own handle open when a header fails to parse.
+
+    A gzipped file is decompressed here, completely, which checks the stream's CRC: given a
+    stream whose CRC is wrong, astropy loops, eating memory, forever (found by fuzzing).
+    """
     check_input_file(path, "FITS")
+    gz = read_head(path, 2) == b"\x1f\x8b"
     try:
         fh = open(path, "rb")
     except OSError as err:
         raise InputError(path, f"cannot open the file ({err.strerror or err})") from err
     with fh:
+        src: Any = fh
+        if gz:
+            try:
+                src = io.BytesIO(gzip.GzipFile(fileobj=fh, mode="rb").read())
+            except (OSError, EOFError, zlib.error, MemoryError) as err:
+                raise InputError(path, f"corrupt or truncated gzip stream ({_short(err)})") \
+                    from err
+        _check_axes(src.read(_HEAD_BYTES), path)
+        src.seek(0)
         try:
             with warnings.catch_warnings():
                 # astropy warns about truncated files and non-standard cards; the checks in
                 # the readers turn the problems that matter into an InputError.
                 warnings.simplefilter("ignore")
-                hdul = fits.open(fh, mode="readonly", memmap=memmap, lazy_load_hdus=False)
-        except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError,
-                UnicodeDecodeError) as err:
-            raise InputError(path, f"not a readable FITS file ({_short(err)})") from err
+                hdul = fits.open(src, mode="readonly", memmap=memmap and not gz,
+                                 lazy_load_hdus=False)
+        except FITS_ERRORS as err:
+            why = f"header keyword {err.args[0]} is missing" if isinstance(err, KeyError) \
+                else _short(err)
+            if "No SIMPLE card" in why:  # astropy's advice (ignore_missing_simple) is not ours
+                why = "it does not start with a SIMPLE card"
+            raise InputError(path, f"not a readable FITS file ({why})") from err
         try:
-            yield hdul
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # astropy verifies cards lazily, and warns
+                yield hdul
+        except FITS_ERRORS as err:  # a damaged card or data block, met by the reader's code
+            raise InputError(path, f"not a readable FITS file ({_short(err)})") from err
         finally:
             hdul.close()
+
+
+_HEAD_BYTES = 65536
+_AXES_CARD = re.compile(rb"(Z?NAXIS) {2,3}= *([-+]?[0-9]+)")
+
+
+def _check_axes(head: bytes, path: Path) -> None:
+    """Refuse a NAXIS (or ZNAXIS) card of the first headers outside 0..999, the standard's
+    range, before astropy sees it: with NAXIS = 999999999 astropy loops for minutes."""
+    for off in range(0, len(head) - 79, 80):
+        m = _AXES_CARD.match(head, off, off + 80)
+        if m and not 0 <= int(m.group(2)) <= 999:
+            raise InputError(path, f"not a readable FITS file ({m.group(1).decode()} = "
+                                   f"{int(m.group(2))}: at most 999 axes)")
 
 
 def _image_hdu(hdul: fits.HDUList, path: Path) -> tuple[int, Any]:
@@ -149,11 +202,13 @@ def _check_complete(hdul: fits.HDUList, index: int, hdu: Any, path: Path) -> Non
 
 
 def read_fits_meta(path: str | os.PathLike) -> FrameMeta:
-    """Metadata only (no pixel data is read)."""
+    """Metadata only (no pixel data is read; an uncompressed file shorter than its header
+    announces is refused, so discovery lists a half-copied frame as unreadable)."""
     p = Path(path)
     with _open(p, memmap=False) as hdul:
-        _, hdu = _image_hdu(hdul, p)
+        index, hdu = _image_hdu(hdul, p)
         w, h, c = _geometry(hdu, p)
+        _check_complete(hdul, index, hdu, p)
         header = hdu.header.copy()
         return _meta(header, p, w, h, c)
 
@@ -183,13 +238,13 @@ def read_fits(path: str | os.PathLike) -> Frame:
                 data = np.array(raw, dtype=np.float32, copy=True, order="C")
         except InputError:
             raise
-        except (OSError, ValueError, TypeError, IndexError, EOFError, KeyError,
-                ZeroDivisionError) as err:
+        except FITS_ERRORS as err:
             raise InputError(p, f"cannot read the pixel data, the file is corrupt or "
                                 f"truncated ({_short(err)})") from err
+        meta = _meta(header, p, w, h, c)  # inside: a damaged card is an InputError
+        history = _history_from_header(header)
     data = _select_planes(data, h, w, c, p)
-    meta = _meta(header, p, w, h, c)
-    return Frame(data, meta, _history_from_header(header))
+    return Frame(data, meta, history)
 
 
 def _select_planes(data: np.ndarray, h: int, w: int, c: int, path: Path) -> np.ndarray:
@@ -214,7 +269,7 @@ def read_fits_rows(path: str | os.PathLike, y0: int, y1: int) -> np.ndarray:
     Returns ``(y1 - y0, W)`` for mono, ``(3, y1 - y0, W)`` for colour. BZERO/BSCALE are
     applied as in :func:`read_fits`. Plain files are read at the rows' offset only; a
     tile-compressed ``.fz`` decompresses only the tiles that hold the rows; a gzipped file
-    has to be decompressed up to the rows.
+    is decompressed completely (its CRC checked).
     """
     p = Path(path)
     # Not memory-mapped: astropy cannot memory-map scaled (BZERO) data, and a section read
@@ -230,12 +285,15 @@ def read_fits_rows(path: str | os.PathLike, y0: int, y1: int) -> np.ndarray:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 sec = np.asarray(hdu.section[..., int(y0):int(y1), :], dtype=np.float32)
-        except (OSError, ValueError, TypeError, IndexError, EOFError, KeyError) as err:
+        except FITS_ERRORS as err:
             raise InputError(p, f"cannot read rows {y0}:{y1}, the file is corrupt or "
                                 f"truncated ({_short(err)})") from err
     n = int(y1) - int(y0)
     if n == 0:
         return np.zeros((0, w) if c == 1 else (3, 0, w), dtype=np.float32)
+    if sec.shape[-2:] != (n, w):  # e.g. a repeated NAXIS1 card: astropy takes the last one
+        raise InputError(p, f"pixel data of shape {sec.shape} do not match the header "
+                            f"({w} x {h})")
     planes = sec.reshape(-1, n, w)
     return owned_float32(planes[0] if c == 1 else planes[:3])
 
@@ -274,21 +332,31 @@ def build_header(
         warnings.simplefilter("ignore", VerifyWarning)
         for key, value, comment in _clean_cards(src):
             try:
-                out[key] = (value, comment)
+                out[key] = (fits_text(value), fits_text(comment))
             except (ValueError, KeyError):
                 continue
         if meta is not None:
             for key, value in header_cards_from_meta(meta).items():
-                out[key] = value
+                out[key] = fits_text(value)
             if not meta.bayer and meta.cfa != "xtrans":
                 for key in ("BAYERPAT", "XBAYROFF", "YBAYROFF", "COLORTYP"):
                     out.remove(key, ignore_missing=True, remove_all=True)
         for key, value in (cards or {}).items():
-            out[key] = value
+            out[key] = fits_text(value)
         for line in history:
-            for chunk in _wrap(str(line), 70):
+            for chunk in _wrap(fits_text(str(line).replace("\n", " ")), 70):
                 out.add_history(chunk)
     return out
+
+
+def fits_text(value: Any) -> Any:
+    """Text as a FITS card can hold it (printable ASCII): accents dropped (``é`` -> ``e``), other
+    characters as ``?`` (file names and object names need not be ASCII); others unchanged."""
+    if not isinstance(value, str) or (value.isascii() and value.isprintable()):
+        return value
+    text = unicodedata.normalize("NFKD", value)
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return "".join(c if c.isascii() and c.isprintable() else "?" for c in text)
 
 
 def embedded_cards(

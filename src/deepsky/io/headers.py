@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+from astropy.io.fits.verify import VerifyError
+
 from deepsky.types import BAYER_PATTERNS, FrameMeta, bayer_flip_rows, bayer_shift
 
 # Keys looked at, in order of preference, for each field.
@@ -58,8 +60,8 @@ def first(header: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
     for k in keys:
         try:
             v = header[k]
-        except (KeyError, IndexError):
-            continue
+        except (KeyError, IndexError, ValueError, TypeError, VerifyError):
+            continue  # absent, or a card the header library cannot parse: as if absent
         if v is None:
             continue
         if isinstance(v, str) and not v.strip():
@@ -111,11 +113,18 @@ def parse_date(value: Any, time_value: Any = None) -> datetime | None:
         return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+    try:
+        return dt.astimezone(timezone.utc)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is past the last date Python holds
+        return None
 
 
-def mjd_to_datetime(mjd: float) -> datetime:
-    return datetime(1858, 11, 17, tzinfo=timezone.utc) + timedelta(days=mjd)
+def mjd_to_datetime(mjd: float) -> datetime | None:
+    """The UTC date of a Modified Julian Date; None outside the years 1..9999."""
+    try:
+        return datetime(1858, 11, 17, tzinfo=timezone.utc) + timedelta(days=mjd)
+    except OverflowError:
+        return None
 
 
 def effective_bayer(
@@ -156,7 +165,8 @@ def meta_from_header(
 ) -> FrameMeta:
     """Build a :class:`FrameMeta` from FITS-style keywords and the array's size."""
     kind = normalize_kind(first(header, KIND_KEYS))
-    date = parse_date(first(header, ("DATE-OBS", "DATE-BEG", "DATE_OBS")), header.get("TIME-OBS"))
+    date = parse_date(first(header, ("DATE-OBS", "DATE-BEG", "DATE_OBS")),
+                      first(header, ("TIME-OBS",)))
     if date is None:
         mjd = as_float(first(header, ("MJD-OBS", "MJD-BEG")))
         if mjd is not None:
@@ -173,7 +183,7 @@ def meta_from_header(
                 raw_pattern,
                 xoff=first(header, XOFF_KEYS),
                 yoff=first(header, YOFF_KEYS),
-                roworder=header.get("ROWORDER"),
+                roworder=first(header, ("ROWORDER",)),
                 height=height,
             )
             cfa = "bayer" if bayer else None
@@ -200,12 +210,12 @@ def meta_from_header(
         cfa=cfa,
         date=date,
         instrument=as_text(first(header, INSTRUMENT_KEYS)),
-        telescope=as_text(header.get("TELESCOP")),
-        object=as_text(header.get("OBJECT")),
+        telescope=as_text(first(header, ("TELESCOP",))),
+        object=as_text(first(header, ("OBJECT",))),
         black_level=as_float(first(header, ("BLKLEVEL", "PEDESTAL"))),
         white_level=white,
         bit_depth=bit_depth,
-        focal_length=as_float(header.get("FOCALLEN")),
+        focal_length=as_float(first(header, ("FOCALLEN",))),
         pixel_size=as_float(first(header, ("XPIXSZ", "PIXSIZE1", "PIXSIZE"))),
         format=fmt,
         header=raw_header,

@@ -41,6 +41,7 @@ from astropy.io import fits
 
 from deepsky.errors import InputError
 from deepsky.io._common import check_input_file, owned_float32, short
+from deepsky.io.fits import fits_text
 from deepsky.types import BAYER_PATTERNS, Frame, FrameMeta
 
 RAW_EXTENSIONS = (".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".orf",
@@ -246,7 +247,7 @@ def _build_meta(path: Path, info: dict[str, Any], exif: dict[int, Any]) -> Frame
     ]
     for key, value, comment in cards:
         if value is not None:
-            header[key] = (value, comment)
+            header[key] = (fits_text(value), comment)  # EXIF text need not be ASCII
     return FrameMeta(
         path=path,
         kind="unknown",

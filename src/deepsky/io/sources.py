@@ -24,6 +24,7 @@ import numpy as np
 from deepsky.errors import InputError
 from deepsky.io import format_of, read, read_meta
 from deepsky.io.atomic import atomic_path
+from deepsky.io.fits import FITS_ERRORS
 from deepsky.types import FrameMeta
 
 _BITPIX_DTYPE = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
@@ -31,7 +32,9 @@ _BITPIX_DTYPE = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f
 
 @dataclass
 class FrameSource:
-    """One frame that can be read band by band. Picklable (holds paths, not handles)."""
+    """One frame that can be read band by band. Picklable (holds paths, not handles).
+
+    Pixels come as stored, except that infinite values read as NaN (a missing sample)."""
 
     path: Path
     meta: FrameMeta
@@ -68,7 +71,7 @@ class FrameSource:
         if self.offset is not None:
             return self._read_mapped(y0, y1)
         arr = self._decoded()
-        return np.array(arr[..., y0:y1, :], dtype=np.float32, copy=True)
+        return _inf_to_nan(np.array(arr[..., y0:y1, :], dtype=np.float32, copy=True))
 
     def read(self) -> np.ndarray:
         """The whole frame as float32."""
@@ -87,7 +90,7 @@ class FrameSource:
         if self.offset is not None:
             return self._read_mapped(y0, y1, x0, x1)
         arr = self._decoded()
-        return np.array(arr[..., y0:y1, x0:x1], dtype=np.float32, copy=True)
+        return _inf_to_nan(np.array(arr[..., y0:y1, x0:x1], dtype=np.float32, copy=True))
 
     def _read_mapped(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
         try:
@@ -110,6 +113,8 @@ class FrameSource:
             out += np.float32(self.bzero)
         if bad is not None and bad.any():
             out[bad] = np.nan
+        if self.dtype is not None and self.dtype.endswith(("f4", "f8")):
+            _inf_to_nan(out)
         while out.ndim > 3:
             out = out[0]
         if out.ndim == 3 and self.meta.channels == 1:
@@ -132,6 +137,15 @@ class FrameSource:
         state = dict(self.__dict__)
         state["_memory"] = None  # never ship pixel data between processes
         return state
+
+
+def _inf_to_nan(a: np.ndarray) -> np.ndarray:
+    """Infinite pixels become NaN (in place), the pipeline's mark of a missing sample: an
+    infinity would spread through interpolation and poison every mean it enters."""
+    inf = np.isinf(a)
+    if inf.any():
+        a[inf] = np.nan
+    return a
 
 
 def _decode_to(path: Path, cache_file: Path) -> None:
@@ -194,7 +208,7 @@ def _fits_layout(p: Path) -> tuple[int, str, tuple[int, ...], float, float, int 
                             else None)
     except InputError:
         raise
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except FITS_ERRORS as err:
         raise InputError(p, f"not a readable FITS file ({err})") from err
     return None
 

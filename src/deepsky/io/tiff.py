@@ -20,6 +20,7 @@ included) and ``history`` the processing steps. Reading such a file gives back t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from datetime import datetime, timezone
@@ -36,6 +37,10 @@ from deepsky.io.atomic import atomic_path
 from deepsky.io.fits import embedded_cards, header_from_cards
 from deepsky.io.headers import meta_from_header
 from deepsky.types import Frame, FrameMeta
+
+# tifffile logs each damaged tag at WARNING level; with logging not configured, Python prints
+# those lines on stderr, around deepsky's one-line error. The reader reports damage itself.
+logging.getLogger("tifffile").addHandler(logging.NullHandler())
 
 _TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 _BLOCK_KEY = "deepsky"
@@ -61,7 +66,12 @@ def read_tiff(path: str | os.PathLike) -> Frame:
             raise InputError(p, f"cannot decode the TIFF pixel data, the file is corrupt "
                                 f"or truncated ({short(err)})") from err
         meta, history = _meta(page, geometry, p)
-    return Frame(_to_planes(np.asarray(raw), geometry), meta, history)
+    raw = np.asarray(raw)
+    _, h, w, spp = geometry
+    if raw.size != h * w * spp:
+        raise InputError(p, f"the pixel data ({raw.size} samples) do not match the tags "
+                            f"({w} x {h} x {spp}); the file is corrupt or truncated")
+    return Frame(_to_planes(raw, geometry), meta, history)
 
 
 def read_tiff_meta(path: str | os.PathLike) -> FrameMeta:
@@ -144,6 +154,8 @@ def _first_image(tif: tifffile.TiffFile, path: Path) -> tuple[Any, tuple[str, in
     if photometric == 3:
         raise InputError(path, "palette (indexed-colour) TIFF is not supported; save it as "
                                "greyscale or RGB")
+    if not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
+        raise InputError(path, f"bad image dimensions {shape} in the TIFF tags")
     # Leading axes of length 1 carry nothing (a single plane, a single sample).
     while len(shape) > 2 and shape[0] == 1:
         shape, axes = shape[1:], axes[1:]

@@ -18,6 +18,8 @@ image correctly.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import struct
@@ -78,7 +80,7 @@ def read_xisf(path: str | os.PathLike) -> Frame:
             raise InputError(p, f"truncated file: the pixel data end at byte {end}, the file "
                                 f"has {size} bytes")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             block = np.asarray(doc.read_image(0, data_format="channels_first"))
     except Exception as err:  # the xisf package raises many kinds on damaged data blocks
@@ -151,7 +153,8 @@ def _open(path: Path) -> Any:
     try:
         from xisf import XISF
 
-        with warnings.catch_warnings():
+        # The xisf package prints (on stdout) each property type it does not know.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             return XISF(os.fspath(path))
     except Exception as err:  # ValueError, ET.ParseError, KeyError, ... on a damaged header

@@ -29,7 +29,8 @@ from deepsky.io.atomic import atomic_path, write_text
 from deepsky.io.sources import FrameSource
 from deepsky.types import FrameQuality, StarList
 
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 3  # 2: blank, saturated and unreadable frames recorded as problems;
+# 3: channel scale = pixel-to-pixel noise
 
 
 @dataclass
@@ -44,9 +45,20 @@ class FrameAnalysis:
     lowres: str  # .npy file of the binned luminance
     lowres_factor: int
     saturation: float | None
+    problem: str = ""  # why the frame cannot be used at all (unreadable, blank); "" if fine
+    value_range: tuple[float, float] | None = None  # calibrated (min, max), for RCD windows
+
+    @classmethod
+    def unusable(cls, path: str, problem: str) -> "FrameAnalysis":
+        """The analysis of a frame that cannot be used: no stars, no measures, the reason."""
+        return cls(path=path, stars=StarList.empty(), quality=FrameQuality(),
+                   stats=ChannelStats(np.full(1, np.nan), np.full(1, np.nan)), dark_scale=1.0,
+                   lowres="", lowres_factor=1, saturation=None, problem=problem)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "problem": self.problem,
+            "value_range": None if self.value_range is None else list(self.value_range),
             "path": self.path,
             "quality": asdict(self.quality),
             "stats": self.stats.to_json(),
@@ -69,7 +81,7 @@ def analysis_key(source: FrameSource, cal: CalibrationSet, dark_scale: float,
     h.update(file_fingerprint(source.path).encode())
     spec = cal.spec
     h.update(repr(spec if spec is not None else ("in-memory", id(cal))).encode())
-    h.update(json.dumps({"v": ANALYSIS_VERSION, "k": dark_scale,
+    h.update(json.dumps({"v": ANALYSIS_VERSION, "k": dark_scale, "bayer": source.meta.bayer,
                          "opt": cfg.calibration.dark_optimize,
                          "cosmetic": cfg.calibration.cosmetic,
                          "detection": asdict(cfg.detection)}, sort_keys=True).encode())
@@ -102,6 +114,27 @@ def _saturation(source: FrameSource, cal: CalibrationSet, raw: np.ndarray) -> fl
 _SATURATION: dict[tuple[int, float], tuple[CalibrationSet, float]] = {}
 
 
+def frame_problem(raw: np.ndarray, white_level: float | None) -> str:
+    """Why a light's raw pixels cannot make a useful frame ("" when they can): no finite
+    pixel, every pixel the same value (a blank or fully saturated frame), or most pixels at
+    the white level."""
+    finite = np.isfinite(raw)
+    if not finite.any():
+        return "no valid pixels: every pixel is NaN or infinite"
+    vals = raw[finite] if not finite.all() else raw
+    lo, hi = float(vals.min()), float(vals.max())
+    if lo == hi:
+        what = " (the white level: saturated)" if white_level is not None and lo >= white_level \
+            else ""
+        return f"blank frame: every pixel is {lo:g}{what}"
+    if white_level is not None and hi >= white_level:
+        frac = float(np.count_nonzero(vals >= white_level)) / raw.size
+        if frac > 0.5:
+            return (f"saturated: {100 * frac:.0f}% of the pixels are at the white level "
+                    f"{white_level:g}")
+    return ""
+
+
 def analyze_frame(source: FrameSource, calibration: CalibrationSet | CalibrationSpec,
                   dark_scale: float, cfg: Config, cache_dir: str | Path) -> FrameAnalysis:
     """Analyse one light (see the module doc); results are cached under ``cache_dir``."""
@@ -112,6 +145,12 @@ def analyze_frame(source: FrameSource, calibration: CalibrationSet | Calibration
     if cached is not None:
         return cached
     raw = source.read()
+    problem = frame_problem(raw, source.meta.white_level)
+    if problem:
+        result = FrameAnalysis.unusable(str(source.path), problem)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_analysis(folder, key, result)
+        return result
     k = dark_scale
     if cfg.calibration.dark_optimize and cal.dark is not None and cal.bias is not None:
         k = optimize_dark_scale(raw, cal, default=dark_scale)
@@ -142,9 +181,12 @@ def analyze_frame(source: FrameSource, calibration: CalibrationSet | Calibration
     with atomic_path(low_path, suffix=".npy") as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, small)
+    finite = np.isfinite(data)
+    vals = data if finite.all() else data[finite]
+    value_range = (float(vals.min()), float(vals.max())) if vals.size else None
     result = FrameAnalysis(path=str(source.path), stars=stars, quality=quality, stats=stats,
                            dark_scale=k, lowres=str(low_path), lowres_factor=factor,
-                           saturation=sat)
+                           saturation=sat, value_range=value_range)
     save_analysis(folder, key, result)
     return result
 
@@ -165,11 +207,13 @@ def load_analysis(folder: Path, key: str) -> FrameAnalysis | None:
         d = json.loads(meta_path.read_text(encoding="utf-8"))
         with np.load(folder / f"{key}.stars.npz") as z:
             stars = StarList(**{k: z[k] for k in z.files})
-        if not Path(d["lowres"]).exists():
+        if not d.get("problem") and not Path(d["lowres"]).exists():
             return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return FrameAnalysis(path=d["path"], stars=stars, quality=FrameQuality(**d["quality"]),
                          stats=ChannelStats.from_json(d["stats"]),
                          dark_scale=float(d["dark_scale"]), lowres=d["lowres"],
-                         lowres_factor=int(d["lowres_factor"]), saturation=d["saturation"])
+                         lowres_factor=int(d["lowres_factor"]), saturation=d["saturation"],
+                         problem=d.get("problem", ""),
+                         value_range=tuple(d["value_range"]) if d.get("value_range") else None)

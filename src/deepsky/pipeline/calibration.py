@@ -17,8 +17,7 @@ from deepsky.calibrate.apply import calibrate_frame, optimize_dark_scale
 from deepsky.calibrate.debayer import check_pattern, debayer
 from deepsky.calibrate.plan import CalibrationPlan, plan_calibration
 from deepsky.config import Config
-from deepsky.errors import InputError
-from deepsky.io.discover import discover
+from deepsky.io.discover import discover, force_bayer
 from deepsky.io.fits import write_fits
 from deepsky.io.sources import open_source
 from deepsky.parallel import resolve_workers
@@ -74,14 +73,15 @@ def calibrate_session(
 ) -> CalibrateResult:
     """Build (or reuse) the masters and write every calibrated light to ``out/calibrated``."""
     rep = reporter or Reporter()
-    session = discover(session_path)
+    from deepsky.pipeline.runner import no_lights_error
+
+    session = force_bayer(discover(session_path), cfg.calibration.bayer_pattern)
     outp = Path(out)
     check_output_folder(outp, session.root)
     for w in session.warnings:
         rep.warn(w)
     if not session.lights:
-        raise InputError(session.root, "no light frames found (expected lights/ or files "
-                                       "named Light_* or with IMAGETYP = Light)")
+        raise no_lights_error(session, outp)
     with rep.stage("masters"):
         plan = plan_calibration(session, cfg.calibration, out=outp / "masters",
                                 memory_mb=cfg.run.memory_mb, progress=rep.detail,

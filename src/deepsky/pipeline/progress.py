@@ -20,13 +20,15 @@ from typing import Iterator, TextIO
 def fault_point(name: str, count: int) -> None:
     """Fault injection for the resume tests: with ``DEEPSKY_FAULT=name:count`` in the
     environment, the process kills itself (SIGKILL, no clean-up) when ``name`` reaches
-    ``count``. Without the variable this does nothing."""
+    ``count``; ``name:count:INT`` sends SIGINT instead (Ctrl-C). Without the variable this
+    does nothing."""
     spec = os.environ.get("DEEPSKY_FAULT")
     if not spec:
         return
-    want, _, n = spec.partition(":")
+    want, _, rest = spec.partition(":")
+    n, _, sig = rest.partition(":")
     if want == name and str(count) == n:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'KILL'}"))
 
 
 @dataclass

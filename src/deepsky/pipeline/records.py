@@ -60,12 +60,18 @@ def row(r: LightRecord) -> dict[str, str]:
     return out
 
 
-def write_frames_csv(path: str | Path, records: Sequence[LightRecord]) -> Path:
+def write_frames_csv(path: str | Path, records: Sequence[LightRecord], *,
+                     unreadable: Sequence[Any] = ()) -> Path:
+    """One row per light; ``unreadable`` (discovery's :class:`Unreadable` lights, which
+    have no record) are added as rejected, with the reason they could not be read."""
     buf = _io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
     for r in records:
         w.writerow(row(r))
+    for u in unreadable:
+        w.writerow({**dict.fromkeys(COLUMNS, ""), "file": Path(u.path).name,
+                    "status": "rejected", "reason": f"unreadable: {u.reason}"})
     write_text(path, buf.getvalue())
     return Path(path)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from deepsky import __version__
 from deepsky.config import Config, config_to_dict
+from deepsky.errors import DeepskyError
 from deepsky.io.atomic import write_text
 from deepsky.pipeline.backends import Backend, make_backend
 from deepsky.pipeline.progress import Reporter
@@ -148,6 +149,7 @@ def versions() -> dict[str, str]:
 
 def run_record(pipe: Pipeline, started: datetime, wall: float) -> dict[str, Any]:
     recs = pipe.records
+    unreadable = pipe.session.unreadable_lights if pipe.session else []
     stacks = []
     for sg in pipe.stacks:
         stacks.append({
@@ -172,11 +174,32 @@ def run_record(pipe: Pipeline, started: datetime, wall: float) -> dict[str, Any]
         "warnings": list(pipe.reporter.warnings),
         "masters": [{**asdict(m), "path": str(m.path) if m.path else None}
                     for m in (pipe.plan.masters if pipe.plan else [])],
-        "frames": {"total": len(recs), "used": sum(r.used for r in recs),
-                   "rejected": {r.name: r.reason for r in recs if not r.used}},
+        "frames": {"total": len(recs) + len(unreadable), "used": sum(r.used for r in recs),
+                   "rejected": {**{r.name: r.reason for r in recs if not r.used},
+                                **{u.path.name: f"unreadable: {u.reason}" for u in unreadable}}},
         "stacks": stacks,
         "settings": config_to_dict(pipe.cfg),
     }
+
+
+def _write_records(pipe: Pipeline, result: RunResult, started: datetime, wall: float,
+                   error: BaseException | None) -> None:
+    """frames.csv, run.json and the report, for a finished or a failed run; nothing when the
+    run never got past the session and output checks (the output may be the input)."""
+    if pipe.groups:
+        result.outputs.append(pipe.write_frames())
+    record = run_record(pipe, started, wall)
+    result.record = record
+    if pipe.out.exists() and pipe.session is not None:
+        path = pipe.out / "run.json"
+        write_text(path, json.dumps(record, indent=1, default=str))
+        result.outputs.append(path)
+        # The report needs the registered lights; not written when the user interrupts.
+        if pipe.groups and not isinstance(error, KeyboardInterrupt):
+            from deepsky.pipeline.report import REPORT_NAME, write_report
+
+            result.outputs.append(write_report(pipe, result, pipe.out / REPORT_NAME,
+                                               error=error))
 
 
 def run_pipeline(session: str | Path, out: str | Path, cfg: Config, *,
@@ -201,21 +224,14 @@ def run_pipeline(session: str | Path, out: str | Path, cfg: Config, *,
         error = err
         raise
     finally:
-        if pipe.groups:
-            result.outputs.append(pipe.write_frames())
         if own_backend:
             be.close()
-        record = run_record(pipe, started, time.perf_counter() - t0)
-        result.record = record
-        if pipe.out.exists():
-            path = pipe.out / "run.json"
-            write_text(path, json.dumps(record, indent=1, default=str))
-            result.outputs.append(path)
-            # The report needs the registered lights; not written when the user interrupts.
-            if pipe.groups and not isinstance(error, KeyboardInterrupt):
-                from deepsky.pipeline.report import REPORT_NAME, write_report
-
-                result.outputs.append(write_report(pipe, result, pipe.out / REPORT_NAME,
-                                                   error=error))
+        try:
+            _write_records(pipe, result, started, time.perf_counter() - t0, error)
+        except DeepskyError:
+            if error is None:
+                raise
+            # The run failed already (a full disk, a read-only folder): its error is the one
+            # to report, not this follow-up one.
     result.outputs[:0] = [sg.path for sg in pipe.stacks if sg.path is not None]
     return result

@@ -16,7 +16,7 @@ import numpy as np
 
 from deepsky.detect.quality import reference_score
 from deepsky.errors import InputError, RegistrationError, StackingError
-from deepsky.io.discover import Session, discover
+from deepsky.io.discover import Session, discover, force_bayer, header_pattern
 from deepsky.io.sources import FrameSource, open_source
 from deepsky.pipeline.analysis import FrameAnalysis, analyze_frame
 from deepsky.pipeline.backends import Backend, LocalBackend
@@ -30,7 +30,10 @@ from deepsky.types import FrameMeta
 
 def _analyze_task(args: tuple[Any, ...]) -> FrameAnalysis:
     source, calibration, dark_scale, cfg, cache_dir = args
-    return analyze_frame(source, calibration, dark_scale, cfg, cache_dir)
+    try:
+        return analyze_frame(source, calibration, dark_scale, cfg, cache_dir)
+    except InputError as err:  # a light whose pixels cannot be read: rejected, the run goes on
+        return FrameAnalysis.unusable(str(source.path), f"unreadable: {err.problem}")
 
 
 @dataclass
@@ -78,13 +81,17 @@ class Pipeline:
     # ---- stages ------------------------------------------------------------------------
     def discover(self) -> Session:
         t0 = time.perf_counter()
-        s = discover(self.session_path)
+        s = force_bayer(discover(self.session_path), self.cfg.calibration.bayer_pattern)
         check_output_folder(self.out, s.root)
+        if not s.lights:
+            self.session = s
+            raise no_lights_error(s, self.out)
         for w in s.warnings:
             self.reporter.warn(w)
-        if not s.lights:
-            raise InputError(s.root, "no light frames found (expected lights/ or files named "
-                                     "Light_* or with IMAGETYP = Light)")
+        if self.cfg.calibration.bayer_pattern == "auto":
+            w = mosaic_warning(s.lights)
+            if w:
+                self.reporter.warn(w)
         self.session = s
         self.timings["discover"] = time.perf_counter() - t0
         return s
@@ -149,14 +156,22 @@ class Pipeline:
         n = sum(len(v) for v in by_geom.values())
         with self.reporter.stage("register", total=n) as step:
             for key, recs in by_geom.items():
+                # Unreadable, blank or saturated frames take no part in selection statistics.
+                good = [r for r in recs if not r.analysis.problem]
+                for r in recs:
+                    if r.analysis.problem:
+                        r.reject(r.analysis.problem)
+                        step.advance()
+                ref = -1
                 try:
-                    ref = register_lights(recs, self.cfg, progress=step.advance)
+                    if good:
+                        ref = recs.index(good[register_lights(good, self.cfg,
+                                                              progress=step.advance)])
                 except RegistrationError as err:
-                    for r in recs:
+                    for r in good:
                         if r.used:
                             r.reject(str(err))
-                    self.reporter.warn(f"{len(recs)} lights of {key[0]}x{key[1]}: {err}")
-                    ref = -1
+                    self.reporter.warn(f"{len(good)} lights of {key[0]}x{key[1]}: {err}")
                 self.groups.append(RegistrationGroup(key, recs, ref))
         self.timings["register"] = time.perf_counter() - t0
         all_recs = self.records
@@ -167,7 +182,7 @@ class Pipeline:
             if not r.used:
                 self.reporter.detail(f"rejected {r.name}: {r.reason}")
         if used == 0:
-            write_frames_csv(self.out / "frames.csv", all_recs)
+            self.write_frames()
             raise RegistrationError("every light was rejected; see frames.csv for the reasons")
         return self.groups
 
@@ -183,12 +198,16 @@ class Pipeline:
         if not self.groups:
             self.register()
         self.stacks = []
-        multi = len({(r.meta.filter or "").lower() for g in self.groups if g.ok
-                     for r in g.records if r.used}) > 1 or sum(g.ok for g in self.groups) > 1
+        live = [g for g in self.groups if g.ok and any(r.used for r in g.records)]
+        multi = len({(r.meta.filter or "").lower() for g in live
+                     for r in g.records if r.used}) > 1 or len(live) > 1
+        names: set[str] = set()
         t0 = time.perf_counter()
-        for g in self.groups:
-            if not g.ok:
-                continue
+        for g in live:
+            # Several camera geometries (sizes, binnings): the geometry is in the name.
+            w, h, b = g.key[0], g.key[1], g.key[2]
+            geom = "" if len(live) == 1 else f"_{w}x{h}" + (
+                f"_bin{b[0]}x{b[1]}" if tuple(b) != (1, 1) else "")
             by_filter: dict[str, list[LightRecord]] = defaultdict(list)
             for r in g.records:
                 by_filter[r.meta.filter or ""].append(r)
@@ -204,7 +223,12 @@ class Pipeline:
                     scores = reference_score([r.analysis.quality for r in used])
                     norm_ref = int(np.argmax(scores))
                 sg = StackGroup(name=flt, records=recs, norm_ref=norm_ref)
-                name = "stack.fits" if not multi else f"stack_{_slug(flt or 'nofilter')}.fits"
+                stem = "stack" if not multi else f"stack_{_slug(flt or 'nofilter')}{geom}"
+                name, n = f"{stem}.fits", 1
+                while name in names:  # same filter and geometry, other channels or pattern
+                    n += 1
+                    name = f"{stem}_{n}.fits"
+                names.add(name)
                 ref_shape = (ref_rec.meta.height, ref_rec.meta.width)
                 stack_group(sg, self.cfg, self.plan, out=self.out, cache_dir=self.cache_dir,
                             backend=self.backend, reporter=self.reporter, ref_shape=ref_shape,
@@ -216,7 +240,47 @@ class Pipeline:
         return self.stacks
 
     def write_frames(self) -> Path:
-        return write_frames_csv(self.out / "frames.csv", self.records)
+        unreadable = self.session.unreadable_lights if self.session else []
+        return write_frames_csv(self.out / "frames.csv", self.records, unreadable=unreadable)
+
+
+def mosaic_warning(lights: list[FrameMeta]) -> str:
+    """A warning when the first mono light looks like a colour sensor's raw mosaic (its
+    file gives no Bayer pattern), else ""."""
+    from deepsky.calibrate.debayer import mosaic_spread
+    from deepsky.io import read
+
+    m = next((m for m in lights if m.channels == 1 and m.cfa is None
+              and header_pattern(m) is None), None)
+    if m is None:
+        return ""
+    try:
+        spread = mosaic_spread(read(m.path).data)
+    except InputError:
+        return ""  # the analysis rejects it with the reason
+    if not spread > 0.5:
+        return ""
+    return (f"{m.path.name}: no Bayer pattern in the file, but its 2x2 pixel levels differ by "
+            f"{spread:.1f} sigma, like a colour sensor's raw mosaic; it is processed as mono. "
+            "Set calibration.bayer_pattern (e.g. RGGB) if the camera is a colour one, or none "
+            "to silence this")
+
+
+def no_lights_error(s: Session, out: Path) -> InputError:
+    """The error for a session without a usable light; lights that exist but cannot be read
+    are listed in ``out/frames.csv``."""
+    bad = s.unreadable_lights
+    if bad:
+        write_frames_csv(out / "frames.csv", [], unreadable=bad)
+        return InputError(s.root, f"none of the {len(bad)} light frame(s) can be read "
+                                  f"({bad[0].path.name}: {bad[0].reason}); see frames.csv")
+    found = ", ".join(f"{len(v)} {k}(s)" for k, v in s.frames.items() if v)
+    if not found and not s.unreadable and not s.unclassified:
+        return InputError(s.root, "no image files in the folder (supported: FITS, RAW, TIFF, "
+                                  "XISF, PNG, JPEG)")
+    return InputError(s.root, "no light frames found (expected lights/ or files named "
+                              "Light_* or with IMAGETYP = Light)"
+                      + (f"; found only {found}" if found else ""))
 
 
 def light_labels(session: Session) -> dict[str, str]:

@@ -3,12 +3,14 @@ write ``stack.fits`` with its weight, coverage and rejection maps."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from scipy import ndimage
@@ -20,7 +22,7 @@ from deepsky.integrate.drizzle import DrizzlePlan, drizzle_frames
 from deepsky.integrate.reject import combine
 from deepsky.integrate.stack import FrameInput, Integration, StackPlan, integrate, tile_grid
 from deepsky.integrate.trails import Trail, binned_transform, object_mask, trails_from_residual
-from deepsky.io.atomic import write_text
+from deepsky.io.atomic import output_error, write_text
 from deepsky.io.fits import write_fits
 from deepsky.parallel import resolve_workers
 from deepsky.pipeline.registration import LightRecord
@@ -124,6 +126,28 @@ def output_frame(records: list[LightRecord], ref_shape: tuple[int, int], framing
     return (int(x0), int(y0)), (int(y1 - y0), int(x1 - x0))
 
 
+@contextlib.contextmanager
+def scratch_cube(path: Path, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+    """A float32 ``.npy`` memory map at ``path``, its disk space reserved up front (a full
+    disk fails here with an :class:`OutputError`, not with SIGBUS on a page write later);
+    removed when the block ends, however it ends."""
+    try:
+        cube = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        if hasattr(os, "posix_fallocate"):
+            with open(path, "r+b") as fh:
+                os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise output_error(path, err) from err
+    try:
+        yield cube
+    finally:
+        del cube
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def find_trails(group: StackGroup, inputs: list[FrameInput], cfg: Config, cache_dir: Path,
                 workers: int) -> dict[str, list[Trail]]:
     """Trails of each frame: lines in its binned residual against a median provisional stack
@@ -138,46 +162,41 @@ def find_trails(group: StackGroup, inputs: list[FrameInput], cfg: Config, cache_
     shift = Transform.translation(-group.origin[0], -group.origin[1])
     cube_path = cache_dir / f"provisional_{_slug(group.name)}.npy"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cube = np.lib.format.open_memmap(cube_path, mode="w+", dtype=np.float32, shape=(n, hl, wl))
-    edge = max(3, int(round(32 / f)))
-    lum_mul = []
-    for i, (r, fi) in enumerate(zip(used, inputs)):
-        low = np.load(r.analysis.lowres)
-        t = binned_transform(shift @ r.registration.transform, f)
-        # Nearest neighbour: no interpolation to blur a thin trail or correlate the noise.
-        warped, _ = warp_image(low, t, (hl, wl), method="nearest", clamp=False,
-                               fill=np.nan, parallel=False)
-        mul = float(np.mean(fi.mul))
-        add = float(np.mean(fi.add))
-        # A frame's edges (bad first/last rows and columns, vignetted corners, the seam
-        # between covered and uncovered) make straight residuals along the border that are
-        # not trails: leave a margin of each frame's footprint out of the search.
-        covered = np.isfinite(warped)
-        covered = ndimage.binary_erosion(covered, iterations=edge, border_value=0)
-        cube[i] = np.where(covered, warped * mul + add, np.float32(np.nan))
-        lum_mul.append(mul)
-    cube.flush()
-    provisional = np.empty((hl, wl), np.float32)
-    step = max(8, int(64 * 1024 * 1024 / max(1, n * wl * 4)))
-    for y0 in range(0, hl, step):
-        y1 = min(hl, y0 + step)
-        provisional[y0:y1] = combine(np.asarray(cube[:, y0:y1]), method="median",
-                                     workers=workers)[0]
-    mask = object_mask(provisional, grow=max(2, int(round(8 / f))))
-    out: dict[str, list[Trail]] = {}
-    for i, r in enumerate(used):
-        residual = np.asarray(cube[i]) - provisional
-        found = trails_from_residual(residual, factor=f, mask=mask,
-                                     threshold=cfg.integration.trail_threshold)
-        if found:
-            # The border margin hid the trail's last pixels: a trail seen reaching into the
-            # margin goes on to the edge, so extend each end by the margin.
-            out[r.name] = [t.extended(edge * f) for t in found]
-    del cube
-    try:
-        cube_path.unlink()
-    except OSError:
-        pass
+    with scratch_cube(cube_path, (n, hl, wl)) as cube:
+        edge = max(3, int(round(32 / f)))
+        lum_mul = []
+        for i, (r, fi) in enumerate(zip(used, inputs)):
+            low = np.load(r.analysis.lowres)
+            t = binned_transform(shift @ r.registration.transform, f)
+            # Nearest neighbour: no interpolation to blur a thin trail or correlate the noise.
+            warped, _ = warp_image(low, t, (hl, wl), method="nearest", clamp=False,
+                                   fill=np.nan, parallel=False)
+            mul = float(np.mean(fi.mul))
+            add = float(np.mean(fi.add))
+            # A frame's edges (bad first/last rows and columns, vignetted corners, the seam
+            # between covered and uncovered) make straight residuals along the border that are
+            # not trails: leave a margin of each frame's footprint out of the search.
+            covered = np.isfinite(warped)
+            covered = ndimage.binary_erosion(covered, iterations=edge, border_value=0)
+            cube[i] = np.where(covered, warped * mul + add, np.float32(np.nan))
+            lum_mul.append(mul)
+        cube.flush()
+        provisional = np.empty((hl, wl), np.float32)
+        step = max(8, int(64 * 1024 * 1024 / max(1, n * wl * 4)))
+        for y0 in range(0, hl, step):
+            y1 = min(hl, y0 + step)
+            provisional[y0:y1] = combine(np.asarray(cube[:, y0:y1]), method="median",
+                                         workers=workers)[0]
+        mask = object_mask(provisional, grow=max(2, int(round(8 / f))))
+        out: dict[str, list[Trail]] = {}
+        for i, r in enumerate(used):
+            residual = np.asarray(cube[i]) - provisional
+            found = trails_from_residual(residual, factor=f, mask=mask,
+                                         threshold=cfg.integration.trail_threshold)
+            if found:
+                # The border margin hid the trail's last pixels: a trail seen reaching into the
+                # margin goes on to the edge, so extend each end by the margin.
+                out[r.name] = [t.extended(edge * f) for t in found]
     return out
 
 
@@ -228,6 +247,7 @@ def prepare_group(group: StackGroup, cfg: Config, plan_calibration: Any, *, remo
             np.full(group.channels, float(np.mean(a_)), np.float32),
             weight=float(w_),
             cosmetic=cfg.calibration.cosmetic,
+            value_range=r.analysis.value_range,
         ))
     method, low, high = choose_rejection(cfg, len(inputs))
     group.method = method
@@ -319,6 +339,7 @@ def _inputs_key(inputs: list[FrameInput], plan: StackPlan, extra: Any) -> str:
             "k": fi.dark_scale, "t": fi.transform.to_list(), "bayer": fi.bayer,
             "mul": [float(v) for v in np.ravel(fi.mul)], "add": [float(v) for v in np.ravel(fi.add)],
             "w": fi.weight, "trails": [t.to_json() for t in fi.trails], "cos": fi.cosmetic,
+            "range": fi.value_range,
         }, sort_keys=True).encode())
     return h.hexdigest()[:20]
 
