@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import os
 import math
 import signal
 from pathlib import Path
@@ -131,9 +132,7 @@ def test_mutated_files_raise_only_input_error(seeds, tmp_path, capfd, fmt, ops):
     with time_limit(10):
         read_every_way(path)
     printed = capfd.readouterr()
-    # LibRaw prints its own diagnostics on damaged RAW files (see docs/reliability.md).
-    if fmt != "dng":
-        assert printed.out == "" and printed.err == "", printed
+    assert printed.out == "" and printed.err == "", printed
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,3 +344,54 @@ def test_date_out_of_range(tmp_path):
     for card in ("MJD-OBS =            999999999", "DATE-OBS= '9999-12-31T23:00:00-05:00'"):
         (tmp_path / "a.fits").write_bytes(_before_end(_fits(), card))
         assert read_meta(tmp_path / "a.fits").date is None
+
+
+@pytest.mark.parametrize(("edits", "said"), [
+    # BitsPerSample's tag made TileWidth, StripOffsets' count 5: LibRaw reads past the end.
+    ({46: 66, 110: 5}, "Input/output error: Unexpected end of file"),
+    # Another CFA layout and a DNG version that changes the decoder: damaged data.
+    ({97: 128, 239: 196}, r"Data error or unsupported file format: data corrupted at \d+"),
+])
+def test_libraw_messages_go_into_the_error(seeds, tmp_path, capfd, edits, said):
+    """Was: LibRaw's C code printed '<file>: Unexpected end of file' (or 'data corrupted at
+    N') on stderr around deepsky's one-line error (found by benchmarks/fuzz_readers.py).
+    Its line is now part of the error, and nothing is printed."""
+    blob = bytearray(seeds["dng"])
+    for pos, value in edits.items():
+        blob[pos] = value
+    (tmp_path / "a.dng").write_bytes(bytes(blob))
+    capfd.readouterr()
+    with pytest.raises(InputError, match=r"a\.dng: cannot decode the RAW data, the file is "
+                                         r"corrupt or truncated \(LibRaw: " + said + r"\)$"):
+        read(tmp_path / "a.dng")
+    printed = capfd.readouterr()
+    assert printed.out == "" and printed.err == ""
+
+
+def test_other_output_during_a_raw_read_is_passed_on(seeds, tmp_path, capfd):
+    """While LibRaw's stderr is captured, what other threads print reaches stderr after."""
+    import threading
+
+    import deepsky.io.raw as raw_module
+
+    (tmp_path / "a.dng").write_bytes(seeds["dng"])
+    capfd.readouterr()
+    started, done = threading.Event(), threading.Event()
+    real = raw_module._read_libraw
+
+    def slow(path, *, with_data):
+        started.set()
+        done.wait(5)
+        return real(path, with_data=with_data)
+
+    raw_module._read_libraw = slow
+    try:
+        t = threading.Thread(target=read, args=(tmp_path / "a.dng",))
+        t.start()
+        started.wait(5)
+        os.write(2, b"progress line\n")
+        done.set()
+        t.join()
+    finally:
+        raw_module._read_libraw = real
+    assert capfd.readouterr().err == "progress line\n"

@@ -27,13 +27,17 @@ What a RAW frame reads as
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import struct
+import sys
+import tempfile
+import threading
 import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 import rawpy
@@ -104,8 +108,88 @@ def require_bayer(meta: FrameMeta) -> str:
 # ----------------------------------------------------------------------------------------------
 # LibRaw
 # ----------------------------------------------------------------------------------------------
+# LibRaw's C code prints data errors on the process's stderr ("<file>: Unexpected end of
+# file", "<file>: data corrupted at <offset>"), around deepsky's own one-line error. While
+# any thread is in LibRaw, file descriptor 2 points to a scratch file; each reader picks the
+# lines naming its file (they name it), and the last one out restores stderr and passes on
+# whatever else was written meanwhile (progress lines of other threads), in order.
+_CAPTURE_LOCK = threading.Lock()
+_capture: dict[str, Any] = {"users": 0, "saved": -1, "file": None}
+
+
+@contextlib.contextmanager
+def _libraw_stderr() -> Iterator[list[str]]:
+    """Yield a list that, when the block ends, holds the lines printed on fd 2 meanwhile
+    (by LibRaw, or by anything else: those are passed on to the real stderr)."""
+    printed: list[str] = []
+    with _CAPTURE_LOCK:
+        if _capture["users"] == 0:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            try:
+                scratch = tempfile.TemporaryFile()
+                saved = os.dup(2)
+                os.dup2(scratch.fileno(), 2)
+            except OSError:  # no fd 2, or no temporary space: LibRaw prints as it will
+                scratch = None
+            else:
+                _capture.update(saved=saved, file=scratch)
+        if _capture["file"] is not None:
+            _capture["users"] += 1
+            capturing = True
+        else:
+            capturing = False
+    if not capturing:
+        yield printed
+        return
+    try:
+        yield printed
+    finally:
+        with _CAPTURE_LOCK:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            scratch = _capture["file"]
+            size = os.fstat(scratch.fileno()).st_size
+            text = os.pread(scratch.fileno(), size, 0).decode("utf-8", "replace")
+            printed.extend(text.splitlines())
+            _capture["users"] -= 1
+            if _capture["users"] == 0:
+                os.dup2(_capture["saved"], 2)
+                os.close(_capture["saved"])
+                scratch.close()
+                _capture.update(saved=-1, file=None)
+                other = [line for line in text.splitlines() if not _LIBRAW_LINE.search(line)]
+                if other:
+                    with contextlib.suppress(OSError):
+                        os.write(2, ("\n".join(other) + "\n").encode())
+
+
+_LIBRAW_LINE = re.compile(r": (Unexpected end of file|data corrupted at -?\d+)$")
+
+
 def _read(path: Path, *, with_data: bool) -> tuple[np.ndarray | None, FrameMeta]:
     check_input_file(path, "camera RAW")
+    failure: InputError | None = None
+    with _libraw_stderr() as printed:
+        try:
+            result = _read_libraw(path, with_data=with_data)
+        except InputError as err:
+            failure = err
+    said = [line.split(os.fspath(path), 1)[1].lstrip(": ") for line in printed
+            if os.fspath(path) in line and _LIBRAW_LINE.search(line)]
+    if failure is not None:
+        if not said:
+            raise failure
+        problem = failure.problem
+        problem = problem[:-1] + f": {said[0]})" if problem.endswith(")") else \
+            f"{problem} ({said[0]})"
+        raise InputError(path, problem) from failure
+    if said:  # read, but LibRaw met damaged data on the way: the pixels cannot be trusted
+        raise InputError(path, f"the RAW data are truncated or damaged (LibRaw: {said[0]})")
+    return result
+
+
+def _read_libraw(path: Path, *, with_data: bool) -> tuple[np.ndarray | None, FrameMeta]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
