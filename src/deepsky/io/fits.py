@@ -146,12 +146,40 @@ def _geometry(hdu: Any, path: Path) -> tuple[int, int, int]:
     # Drop trailing axes of length 1 (NAXIS3 = 1 is a mono image).
     while len(dims) > 2 and dims[-1] == 1:
         dims.pop()
+    check_scaling(h, path)
     if len(dims) == 2:
         return dims[0], dims[1], 1
     if len(dims) == 3 and dims[2] in (3, 4):
         return dims[0], dims[1], 3
     raise InputError(path, f"unsupported image shape NAXIS = {naxis}, axes = {dims} "
                            "(expected 2-D mono or a 3-plane colour cube)")
+
+
+def check_scaling(header: fits.Header, path: Path) -> None:
+    """Refuse BZERO/BSCALE cards that cannot scale pixels into float32 or that contradict
+    each other (astropy scales with one card and a plain header lookup gives another)."""
+    for key in ("BZERO", "BSCALE"):
+        values = []
+        for card in header.cards:
+            try:
+                if card.keyword != key:
+                    continue
+            except (ValueError, TypeError, VerifyError):
+                continue  # another damaged card: not a scaling one
+            try:
+                values.append(card.value)
+            except (ValueError, TypeError, VerifyError) as err:
+                raise InputError(path, f"not a readable FITS file (the {key} card cannot be "
+                                       f"parsed: {_short(err)})") from None
+        if len(set(map(repr, values))) > 1:
+            raise InputError(path, f"not a readable FITS file ({len(values)} {key} cards "
+                                   f"with different values: the pixel scaling is ambiguous)")
+        for v in values[:1]:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) \
+                    or abs(v) > float(np.finfo(np.float32).max) \
+                    or (key == "BSCALE" and v == 0):
+                raise InputError(path, f"not a readable FITS file ({key} = {v!r} cannot "
+                                       "scale pixel values)")
 
 
 def _bitpix(header: fits.Header) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 from deepsky.errors import InputError
 from deepsky.io import format_of, read, read_meta
 from deepsky.io.atomic import atomic_path
-from deepsky.io.fits import FITS_ERRORS
+from deepsky.io.fits import FITS_ERRORS, check_scaling
 from deepsky.types import FrameMeta
 
 _BITPIX_DTYPE = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
@@ -193,6 +193,7 @@ def _fits_layout(p: Path) -> tuple[int, str, tuple[int, ...], float, float, int 
                     naxis = h.get("NAXIS", 0)
                     if not naxis:
                         continue
+                    check_scaling(h, p)
                     bitpix = int(h["BITPIX"])
                     dims = tuple(int(h[f"NAXIS{k}"]) for k in range(naxis, 0, -1))
                     info = hdul.fileinfo(i)
