@@ -93,3 +93,50 @@ def test_bad_arguments():
         combine(np.ones((3, 2, 2)), method="nope")
     with pytest.raises(ValueError, match="weights"):
         combine(np.ones((3, 2, 2)), weights=np.ones(2))
+
+
+def _reference_clip(samples: np.ndarray, method: str, low: float, high: float) -> tuple:
+    """Iterative clipping around the median, plainly in numpy (no sorting tricks, no
+    prefix sums): the kept samples' mean and the counts rejected low and high."""
+    kept = samples[np.isfinite(samples)].astype(np.float64)
+    n0 = kept.size
+    nl = nh = 0
+    for _ in range(10):
+        if kept.size < 3:
+            break
+        med = np.median(kept)
+        if method == "sigma":
+            sigma = kept.std(ddof=1)
+        else:
+            sigma = 1.4826 * np.median(np.abs(kept - med))
+        if sigma <= 0:
+            break
+        lo, hi = kept < med - low * sigma, kept > med + high * sigma
+        if kept.size - lo.sum() - hi.sum() < 2 or not (lo.any() or hi.any()):
+            break
+        nl += int(lo.sum())
+        nh += int(hi.sum())
+        kept = kept[~lo & ~hi]
+    assert kept.size + nl + nh == n0
+    return kept.mean(), nl, nh
+
+
+@pytest.mark.parametrize("n", [4, 7, 20, 33])
+@pytest.mark.parametrize("method", ["sigma", "mad"])
+def test_small_stacks_clip_as_the_plain_algorithm(n, method):
+    """Stacks of up to 33 samples take a sorted path (rank sort, prefix sums); integer
+    data (ties), outliers on both sides and missing samples give the plain algorithm's
+    result pixel by pixel."""
+    rng = np.random.default_rng(n)
+    block = np.round(rng.normal(1000, 8, (n, 12, 40))).astype(np.float32)
+    hit = rng.random(block.shape) < 0.06
+    block[hit] += rng.choice([-150.0, 90.0, 4000.0], hit.sum()).astype(np.float32)
+    block[rng.random(block.shape) < 0.03] = np.nan
+    out, lo, hi, used = combine(block, method=method, low=3.0, high=2.5, workers=1)
+    for y in range(block.shape[1]):
+        for x in range(block.shape[2]):
+            mean, nl, nh = _reference_clip(block[:, y, x], method, 3.0, 2.5)
+            assert (lo[y, x], hi[y, x]) == (nl, nh), (y, x)
+            assert out[y, x] == pytest.approx(mean, rel=1e-6)
+    if method == "mad" or n >= 20:  # (a plain sigma clip of a few samples cannot reject)
+        assert lo.sum() + hi.sum() > 0.03 * block.size  # the outliers were there to reject

@@ -261,6 +261,177 @@ def _gesd_critical(n: int, i: int, alpha: float) -> float:
 # One pixel
 # ----------------------------------------------------------------------------------------------
 @nb.njit(cache=True, nogil=True, fastmath=_FAST)
+def _insertion_sort(v: np.ndarray, idx: np.ndarray, n: int) -> None:
+    """Sort v[:n] ascending carrying idx (small n: fewer mispredicted branches than a
+    quickselect, and one sort serves every clipping round)."""
+    for i in range(1, n):
+        x = v[i]
+        k = idx[i]
+        j = i
+        while j > 0 and v[j - 1] > x:
+            v[j] = v[j - 1]
+            idx[j] = idx[j - 1]
+            j -= 1
+        v[j] = x
+        idx[j] = k
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FAST)
+def _rank_sort(v: np.ndarray, idx: np.ndarray, n: int, tmp: np.ndarray,
+               tmp2: np.ndarray) -> None:
+    """Sort v[:n] ascending carrying idx, by ranks: each sample's rank is the number of
+    samples before it in the order (ties broken by position). O(n^2) comparisons, but
+    without a branch (they vectorise), which for n <= 33 beats any comparison sort."""
+    for i in range(n):
+        x = v[i]
+        lt = 0.0
+        eq = 0.0
+        for j in range(n):  # branch-free: vectorised
+            lt += 1.0 if v[j] < x else 0.0
+            eq += 1.0 if v[j] == x else 0.0
+        r = int(lt)
+        if eq > 1.0:  # ties (integer data): the earlier ones first
+            for j in range(i):
+                if v[j] == x:
+                    r += 1
+        tmp[r] = x
+        tmp2[r] = idx[i]
+    for i in range(n):
+        v[i] = tmp[i]
+        idx[i] = int(tmp2[i])
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FAST)
+def _sorted_mad(v: np.ndarray, lo: int, hi: int, med: float) -> float:
+    """Median absolute deviation of the sorted v[lo:hi] from ``med``: the deviations grow
+    outwards from the median on each side, so a merge from the middle finds it."""
+    m = hi - lo
+    k = m >> 1  # the (k)-th smallest deviation, 0-based, and the (k-1)-th for even m
+    # Left run: v[l] for l going down from the last sample below med; right run going up.
+    r = lo
+    while r < hi and v[r] < med:
+        r += 1
+    left = r - 1
+    right = r
+    prev = 0.0
+    cur = 0.0
+    for t in range(k + 1):
+        dl = med - v[left] if left >= lo else np.inf
+        dr = v[right] - med if right < hi else np.inf
+        prev = cur
+        if dl <= dr:
+            cur = dl
+            left -= 1
+        else:
+            cur = dr
+            right += 1
+    if m & 1:
+        return cur
+    return 0.5 * (prev + cur)
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FAST)
+def _first_at_least(v: np.ndarray, lo: int, hi: int, x: float) -> int:
+    """First index in the sorted v[lo:hi] whose value is >= x (hi if none)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if v[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FAST)
+def _first_above(v: np.ndarray, lo: int, hi: int, x: float) -> int:
+    """First index in the sorted v[lo:hi] whose value is > x (hi if none)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if v[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FAST)
+def _clip_sorted(v: np.ndarray, idx: np.ndarray, n: int, tmp: np.ndarray, tmp2: np.ndarray,
+                 method: int, low: float, high: float, max_iter: int,
+                 hint: np.ndarray) -> tuple[int, int, int]:
+    """Iterative clipping of a small stack (n <= 33), the same rounds as the general path:
+    the samples are sorted once (by rank); then the median of the kept range is its middle,
+    the clipping narrows the range from both ends, and the sums the sigma (5) and the
+    winsorized sigma (6) need come from prefix sums (``tmp``, ``tmp2``: sum and sum of
+    squares of the samples less a shift), so that each round and each winsorizing pass is a
+    few binary searches instead of a pass over the samples."""
+    _rank_sort(v, idx, n, tmp, tmp2)
+    mid0 = n >> 1
+    shift = v[mid0]  # near every later median: the prefix sums stay accurate
+    tmp[0] = 0.0
+    tmp2[0] = 0.0
+    for i in range(n):
+        d = v[i] - shift
+        tmp[i + 1] = tmp[i] + d
+        tmp2[i + 1] = tmp2[i] + d * d
+    lo = 0
+    hi = n
+    for _ in range(max_iter):
+        m = hi - lo
+        if m < 3:
+            break
+        mid = lo + (m >> 1)
+        med = v[mid] if m & 1 else 0.5 * (v[mid - 1] + v[mid])
+        s1 = tmp[hi] - tmp[lo]
+        s2 = tmp2[hi] - tmp2[lo]
+        var = (s2 - s1 * s1 / m) / (m - 1)
+        sigma = math.sqrt(var) if var > 0 else 0.0
+        if method == 6:
+            # Siril's winsorized sigma (see _winsorized_sigma): clip at med +- 1.5 sigma,
+            # sigma = 1.134 std of the clipped samples, repeat; started from the hint.
+            h = hint[0]
+            if h > 0.0 and 0.3 * sigma < h < 3.0 * sigma:
+                sigma = h
+            dm = med - shift
+            for _w in range(20):
+                s0 = sigma
+                c = 1.5 * s0
+                pa = _first_at_least(v, lo, hi, med - c)
+                pb = _first_above(v, pa, hi, med + c)
+                k = pb - pa
+                # Samples in [pa, pb) relative to med; the others sit at -c / +c.
+                m1 = (tmp[pb] - tmp[pa]) - k * dm
+                m2 = (tmp2[pb] - tmp2[pa]) - 2.0 * dm * (tmp[pb] - tmp[pa]) + k * dm * dm
+                nlo = pa - lo
+                nhi = hi - pb
+                ssum = m1 + c * (nhi - nlo)
+                qsum = m2 + c * c * (nhi + nlo)
+                mean = ssum / m
+                var = (qsum - ssum * mean) / (m - 1)
+                sigma = 1.134 * math.sqrt(var) if var > 0 else 0.0
+                if abs(sigma - s0) <= s0 * 0.002:
+                    break
+            hint[0] = sigma
+        elif method == 7:
+            sigma = 1.4826 * _sorted_mad(v, lo, hi, med)
+        if sigma <= 0.0:
+            break
+        new_lo = _first_at_least(v, lo, hi, med - low * sigma)
+        new_hi = _first_above(v, new_lo, hi, med + high * sigma)
+        if new_hi - new_lo < 2:
+            break  # never reject (almost) everything: keep what was there
+        if new_lo == lo and new_hi == hi:
+            break
+        lo = new_lo
+        hi = new_hi
+    m = hi - lo
+    if lo > 0:
+        for i in range(m):
+            v[i] = v[lo + i]
+            idx[i] = idx[lo + i]
+    return m, lo, n - hi
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FAST)
 def _reject_pixel(v: np.ndarray, idx: np.ndarray, n: int, tmp: np.ndarray, tmp2: np.ndarray,
                   method: int, low: float, high: float, max_iter: int, alpha: float,
                   max_outliers: int, hint: np.ndarray) -> tuple[int, int, int]:
@@ -378,6 +549,8 @@ def _reject_pixel(v: np.ndarray, idx: np.ndarray, n: int, tmp: np.ndarray, tmp2:
                 k += 1
         return k, tl, th
     # Iterative clipping around the median: sigma (5), winsorized (6), mad (7).
+    if n <= _CENTER_SAMPLES:
+        return _clip_sorted(v, idx, n, tmp, tmp2, method, low, high, max_iter, hint)
     for _ in range(max_iter):
         if n < 3:
             break
@@ -410,8 +583,8 @@ def _combine(block: np.ndarray, weights: np.ndarray, method: int, low: float, hi
     rowbuf = np.empty((w, n), np.float32)  # one row, transposed: a pixel's samples contiguous
     v = np.empty(n, np.float64)
     idx = np.empty(n, np.int64)
-    tmp = np.empty(n, np.float64)
-    tmp2 = np.empty(n, np.float64)
+    tmp = np.empty(n + 1, np.float64)  # n + 1: prefix sums of the small-stack path
+    tmp2 = np.empty(n + 1, np.float64)
     hint = np.zeros(1, np.float64)
     for y in range(h):
         for i in range(n):
