@@ -170,6 +170,18 @@ def test_ctrl_c_then_resume(sim, reference, tmp_path, fault):
     again = run_cli(sim.path, out, "--set", "run.memory_mb=1")
     assert again.returncode == 0, again.stderr
     np.testing.assert_array_equal(read(out / "stack.fits").data, reference)
+    # The log: both runs, each from its command line to its outcome, details included
+    # although the runs were quiet.
+    log = [line.split(" ", 1)[1] for line in
+           (out / "deepsky.log").read_text(encoding="utf-8").splitlines()]
+    starts = [i for i, line in enumerate(log) if line.startswith("deepsky ")]
+    assert len(starts) == 2 and starts[0] == 0, log
+    assert log[starts[0]].endswith(f"run {sim.path} -o {out} -q " + " ".join(FAST)
+                                   + " --set run.memory_mb=1")
+    assert log[starts[1] - 1] == "interrupted"
+    assert log[-1] == "finished (exit code 0)"
+    assert any(line.startswith("  4 lights in ") for line in log)
+    assert any(line.startswith("integrate") and " done in " in line for line in log)
 
 
 def test_ctrl_c_from_outside(sim, tmp_path):

@@ -152,9 +152,20 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _reporter(args: argparse.Namespace) -> Any:
+    """The command's one Reporter (main() closes its log with the command's outcome)."""
     from deepsky.pipeline.progress import Reporter
 
-    return Reporter(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
+    if getattr(args, "_reporter", None) is None:
+        args._reporter = Reporter(quiet=getattr(args, "quiet", False),
+                                  verbose=getattr(args, "verbose", False),
+                                  command_line=" ".join(["deepsky", *args._argv]))
+    return args._reporter
+
+
+def _close_log(args: argparse.Namespace, last: str) -> None:
+    rep = getattr(args, "_reporter", None)
+    if rep is not None:
+        rep.close_log(last)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -391,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
@@ -398,15 +410,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
     except DeepskyError as err:
         print(f"deepsky: error: {err}", file=sys.stderr)
+        _close_log(args, f"error: {err}")
         return 2
     except KeyboardInterrupt:
         resumes = args.command in ("run", "stack", "register", "calibrate")
         print("deepsky: interrupted" + (" (finished steps are kept: the same command resumes)"
                                         if resumes else ""), file=sys.stderr)
+        _close_log(args, "interrupted")
         return 130
+    except BaseException as err:  # a bug: the traceback follows; the log says where it stopped
+        _close_log(args, f"failed: {type(err).__name__}: {err}")
+        raise
+    _close_log(args, f"finished (exit code {rc})")
+    return rc
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -78,10 +78,11 @@ def calibrate_session(
     session = force_bayer(discover(session_path), cfg.calibration.bayer_pattern)
     outp = Path(out)
     check_output_folder(outp, session.root)
-    for w in session.warnings:
-        rep.warn(w)
     if not session.lights:
         raise no_lights_error(session, outp)
+    rep.start_log(outp, f"calibrate {session_path} -> {outp}")
+    for w in session.warnings:
+        rep.warn(w)
     with rep.stage("masters"):
         plan = plan_calibration(session, cfg.calibration, out=outp / "masters",
                                 memory_mb=cfg.run.memory_mb, progress=rep.detail,

@@ -2,7 +2,8 @@
 
 ``Reporter(quiet=..., verbose=...)`` is passed down the pipeline; stages call
 ``with reporter.stage("calibrate", total=n) as step: ... step.advance()``. Warnings are kept
-so that the run's records can list them.
+so that the run's records can list them. With ``open_log(path)`` every line, details
+included, also goes to a log file (``OUT/deepsky.log``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Iterator, TextIO
+
+
+LOG_NAME = "deepsky.log"
 
 
 def fault_point(name: str, count: int) -> None:
@@ -55,24 +61,71 @@ class Reporter:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    command_line: str = ""  # what the log's header says was run
+    _log: Path | None = field(default=None, repr=False)
 
     @property
     def interactive(self) -> bool:
         return not self.quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
 
+    # ---- the log file ----------------------------------------------------------------------
+    def start_log(self, out: str | os.PathLike, what: str) -> None:
+        """Open ``out/deepsky.log`` (making ``out``) once a command knows its output folder
+        is a valid one; ``what`` says what runs when there is no command line."""
+        from deepsky import __version__
+
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return  # the first output written will report the folder's problem
+        self.open_log(Path(out) / LOG_NAME,
+                      f"deepsky {__version__} started: {self.command_line or what}")
+
+    def open_log(self, path: str | os.PathLike, header: str) -> None:
+        """Also write every line (details included, whatever ``quiet`` and ``verbose`` say)
+        to ``path``, each with its UTC time. The file is appended to, so a resumed run's log
+        follows the interrupted one's; ``header`` opens this run's part. Each line is
+        appended and the file closed again (no handle to leak, and a killed run's log is
+        complete up to its last line). A log that cannot be written is not an error (the
+        outputs are what matter): it is simply not kept."""
+        self._log = Path(path)
+        with self._lock:
+            self._to_log(header)
+
+    def close_log(self, last: str | None = None) -> None:
+        with self._lock:
+            if last:
+                self._to_log(last)
+            self._log = None
+
+    def _to_log(self, line: str) -> None:
+        path = self._log
+        if path is None:
+            return
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(f"{stamp} {line}\n")
+        except OSError:  # a full disk or a folder gone: the run's own error says so
+            self._log = None
+
+    # ---- lines ------------------------------------------------------------------------------
     def info(self, msg: str) -> None:
-        if not self.quiet:
-            with self._lock:
+        with self._lock:
+            self._to_log(msg)
+            if not self.quiet:
                 print(msg, file=self.stream, flush=True)
 
     def detail(self, msg: str) -> None:
-        if self.verbose and not self.quiet:
-            with self._lock:
+        with self._lock:
+            self._to_log(f"  {msg}")
+            if self.verbose and not self.quiet:
                 print(f"  {msg}", file=self.stream, flush=True)
 
     def warn(self, msg: str) -> None:
         with self._lock:
             self.warnings.append(msg)
+            self._to_log(f"warning: {msg}")
             if not self.quiet:
                 print(f"warning: {msg}", file=self.stream, flush=True)
 
@@ -89,6 +142,8 @@ class Reporter:
                                 MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                                 TimeRemainingColumn(), console=Console(file=self.stream),
                                 transient=False)
+            with self._lock:
+                self._to_log(f"{name}... ({total} items)")
             task = progress.add_task(name, total=total)
             lock = threading.Lock()
 
@@ -100,8 +155,7 @@ class Reporter:
                 step = Step(name, total, adv)
                 yield step
         else:
-            if not self.quiet:
-                self.info(f"{name}..." + (f" ({total} items)" if total else ""))
+            self.info(f"{name}..." + (f" ({total} items)" if total else ""))
             step = Step(name, total)
             last = [time.perf_counter()]
 
@@ -115,5 +169,4 @@ class Reporter:
             yield step
         dt = time.perf_counter() - t0
         self.timings[name] = self.timings.get(name, 0.0) + dt
-        if not self.quiet:
-            self.info(f"{name} done in {dt:.1f} s")
+        self.info(f"{name} done in {dt:.1f} s")

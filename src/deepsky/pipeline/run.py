@@ -15,7 +15,7 @@ from deepsky.config import Config, config_to_dict
 from deepsky.errors import DeepskyError
 from deepsky.io.atomic import write_text
 from deepsky.pipeline.backends import Backend, make_backend
-from deepsky.pipeline.progress import Reporter
+from deepsky.pipeline.progress import LOG_NAME, Reporter
 from deepsky.pipeline.runner import Pipeline
 
 
@@ -191,6 +191,9 @@ def _write_records(pipe: Pipeline, result: RunResult, started: datetime, wall: f
     record = run_record(pipe, started, wall)
     result.record = record
     if pipe.out.exists() and pipe.session is not None:
+        log = pipe.out / LOG_NAME
+        if log.exists():
+            result.outputs.append(log)
         path = pipe.out / "run.json"
         write_text(path, json.dumps(record, indent=1, default=str))
         result.outputs.append(path)

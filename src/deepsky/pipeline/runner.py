@@ -86,6 +86,8 @@ class Pipeline:
         if not s.lights:
             self.session = s
             raise no_lights_error(s, self.out)
+        self.reporter.start_log(self.out, f"{self.session_path} -> {self.out}")
+        self.reporter.detail(f"{len(s.lights)} lights in {s.root}; output in {self.out}")
         for w in s.warnings:
             self.reporter.warn(w)
         if self.cfg.calibration.bayer_pattern == "auto":
