@@ -261,22 +261,6 @@ def _gesd_critical(n: int, i: int, alpha: float) -> float:
 # One pixel
 # ----------------------------------------------------------------------------------------------
 @nb.njit(cache=True, nogil=True, fastmath=_FAST)
-def _insertion_sort(v: np.ndarray, idx: np.ndarray, n: int) -> None:
-    """Sort v[:n] ascending carrying idx (small n: fewer mispredicted branches than a
-    quickselect, and one sort serves every clipping round)."""
-    for i in range(1, n):
-        x = v[i]
-        k = idx[i]
-        j = i
-        while j > 0 and v[j - 1] > x:
-            v[j] = v[j - 1]
-            idx[j] = idx[j - 1]
-            j -= 1
-        v[j] = x
-        idx[j] = k
-
-
-@nb.njit(cache=True, nogil=True, fastmath=_FAST)
 def _rank_sort(v: np.ndarray, idx: np.ndarray, n: int, tmp: np.ndarray,
                tmp2: np.ndarray) -> None:
     """Sort v[:n] ascending carrying idx, by ranks: each sample's rank is the number of

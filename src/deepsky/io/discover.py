@@ -313,8 +313,9 @@ def _check(s: Session) -> list[str]:
     if not s.lights:
         out.append("no light frames found")
         return out
-    bad_pattern = sorted({str(header_pattern(m)) for m in s.lights + s.flats
-                          if m.channels == 1 and m.cfa is None and header_pattern(m)})
+    bad_pattern = sorted({str(p) for m in s.lights + s.flats
+                          if m.channels == 1 and m.cfa is None
+                          and (p := header_pattern(m)) is not None})
     if bad_pattern:
         out.append("BAYERPAT = " + ", ".join(repr(p) for p in bad_pattern) + " is not a 2x2 "
                    "Bayer pattern (RGGB, BGGR, GRBG, GBRG): those frames are processed as "

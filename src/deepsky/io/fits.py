@@ -158,23 +158,24 @@ def _geometry(hdu: Any, path: Path) -> tuple[int, int, int]:
 def check_scaling(header: fits.Header, path: Path) -> None:
     """Refuse BZERO/BSCALE cards that cannot scale pixels into float32 or that contradict
     each other (astropy scales with one card and a plain header lookup gives another)."""
-    for key in ("BZERO", "BSCALE"):
-        values = []
-        for card in header.cards:
-            try:
-                if card.keyword != key:
-                    continue
-            except (ValueError, TypeError, VerifyError):
-                continue  # another damaged card: not a scaling one
-            try:
-                values.append(card.value)
-            except (ValueError, TypeError, VerifyError) as err:
-                raise InputError(path, f"not a readable FITS file (the {key} card cannot be "
-                                       f"parsed: {_short(err)})") from None
-        if len(set(map(repr, values))) > 1:
-            raise InputError(path, f"not a readable FITS file ({len(values)} {key} cards "
+    values: dict[str, list[Any]] = {"BZERO": [], "BSCALE": []}
+    for card in header.cards:
+        try:
+            key = card.keyword
+        except (ValueError, TypeError, VerifyError):
+            continue  # another damaged card: not a scaling one
+        if key not in values:
+            continue
+        try:
+            values[key].append(card.value)
+        except (ValueError, TypeError, VerifyError) as err:
+            raise InputError(path, f"not a readable FITS file (the {key} card cannot be "
+                                   f"parsed: {_short(err)})") from None
+    for key, found in values.items():
+        if len(set(map(repr, found))) > 1:
+            raise InputError(path, f"not a readable FITS file ({len(found)} {key} cards "
                                    f"with different values: the pixel scaling is ambiguous)")
-        for v in values[:1]:
+        for v in found[:1]:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) \
                     or abs(v) > float(np.finfo(np.float32).max) \
                     or (key == "BSCALE" and v == 0):

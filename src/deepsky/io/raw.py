@@ -131,14 +131,12 @@ def _libraw_stderr() -> Iterator[list[str]]:
                 saved = os.dup(2)
                 os.dup2(scratch.fileno(), 2)
             except OSError:  # no fd 2, or no temporary space: LibRaw prints as it will
-                scratch = None
+                pass
             else:
                 _capture.update(saved=saved, file=scratch)
-        if _capture["file"] is not None:
+        capturing = _capture["file"] is not None
+        if capturing:
             _capture["users"] += 1
-            capturing = True
-        else:
-            capturing = False
     if not capturing:
         yield printed
         return
