@@ -164,7 +164,6 @@ def find_trails(group: StackGroup, inputs: list[FrameInput], cfg: Config, cache_
     cache_dir.mkdir(parents=True, exist_ok=True)
     with scratch_cube(cube_path, (n, hl, wl)) as cube:
         edge = max(3, int(round(32 / f)))
-        lum_mul = []
         for i, (r, fi) in enumerate(zip(used, inputs)):
             low = np.load(r.analysis.lowres)
             t = binned_transform(shift @ r.registration.transform, f)
@@ -179,7 +178,6 @@ def find_trails(group: StackGroup, inputs: list[FrameInput], cfg: Config, cache_
             covered = np.isfinite(warped)
             covered = ndimage.binary_erosion(covered, iterations=edge, border_value=0)
             cube[i] = np.where(covered, warped * mul + add, np.float32(np.nan))
-            lum_mul.append(mul)
         cube.flush()
         provisional = np.empty((hl, wl), np.float32)
         step = max(8, int(64 * 1024 * 1024 / max(1, n * wl * 4)))
