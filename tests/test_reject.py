@@ -95,10 +95,13 @@ def test_bad_arguments():
         combine(np.ones((3, 2, 2)), weights=np.ones(2))
 
 
-def _reference_clip(samples: np.ndarray, method: str, low: float, high: float) -> tuple:
+def _reference_clip(samples: np.ndarray, method: str, low: float, high: float,
+                    weights: np.ndarray | None = None) -> tuple:
     """Iterative clipping around the median, plainly in numpy (no sorting tricks, no
-    prefix sums): the kept samples' mean and the counts rejected low and high."""
-    kept = samples[np.isfinite(samples)].astype(np.float64)
+    prefix sums): the kept samples' (weighted) mean and the counts rejected low and high."""
+    good = np.isfinite(samples)
+    kept = samples[good].astype(np.float64)
+    wts = (np.ones(samples.shape) if weights is None else weights)[good]
     n0 = kept.size
     nl = nh = 0
     for _ in range(10):
@@ -116,27 +119,51 @@ def _reference_clip(samples: np.ndarray, method: str, low: float, high: float) -
             break
         nl += int(lo.sum())
         nh += int(hi.sum())
-        kept = kept[~lo & ~hi]
+        kept, wts = kept[~lo & ~hi], wts[~lo & ~hi]
     assert kept.size + nl + nh == n0
-    return kept.mean(), nl, nh
+    return np.average(kept, weights=wts), nl, nh
 
 
-@pytest.mark.parametrize("n", [4, 7, 20, 33])
+@pytest.mark.parametrize("n", [4, 7, 20, 33, 64, 150])
 @pytest.mark.parametrize("method", ["sigma", "mad"])
-def test_small_stacks_clip_as_the_plain_algorithm(n, method):
-    """Stacks of up to 33 samples take a sorted path (rank sort, prefix sums); integer
-    data (ties), outliers on both sides and missing samples give the plain algorithm's
-    result pixel by pixel."""
+@pytest.mark.parametrize("weighted", [False, True])
+def test_stacks_clip_as_the_plain_algorithm(n, method, weighted):
+    """The clipping methods sort each pixel's samples (a sorting network across the pixels
+    of a row) and clip with prefix sums; integer data (ties), outliers on both sides,
+    missing samples and per-frame weights give the plain algorithm's result pixel by
+    pixel, the clipping centre being the exact median at any N."""
     rng = np.random.default_rng(n)
     block = np.round(rng.normal(1000, 8, (n, 12, 40))).astype(np.float32)
     hit = rng.random(block.shape) < 0.06
     block[hit] += rng.choice([-150.0, 90.0, 4000.0], hit.sum()).astype(np.float32)
     block[rng.random(block.shape) < 0.03] = np.nan
-    out, lo, hi, used = combine(block, method=method, low=3.0, high=2.5, workers=1)
+    block[:, 0, 0] = np.nan  # no sample at all
+    weights = rng.uniform(0.2, 3.0, n) if weighted else None
+    out, lo, hi, used = combine(block, method=method, low=3.0, high=2.5, weights=weights,
+                                workers=1)
+    assert np.isnan(out[0, 0]) and used[0, 0] == 0
     for y in range(block.shape[1]):
         for x in range(block.shape[2]):
-            mean, nl, nh = _reference_clip(block[:, y, x], method, 3.0, 2.5)
+            if (y, x) == (0, 0):
+                continue
+            mean, nl, nh = _reference_clip(block[:, y, x], method, 3.0, 2.5, weights)
             assert (lo[y, x], hi[y, x]) == (nl, nh), (y, x)
+            assert used[y, x] == np.isfinite(block[:, y, x]).sum() - nl - nh
             assert out[y, x] == pytest.approx(mean, rel=1e-6)
     if method == "mad" or n >= 20:  # (a plain sigma clip of a few samples cannot reject)
         assert lo.sum() + hi.sum() > 0.03 * block.size  # the outliers were there to reject
+
+
+@pytest.mark.parametrize("n", [3, 5, 16, 17, 31, 32, 33, 100, 257])
+def test_sorting_network_sorts(n):
+    """The pruned odd-even merge network sorts every input of its size (0-1 principle on
+    random binary inputs, plus random floats)."""
+    from deepsky.integrate.reject import _network
+
+    pairs = _network(n)
+    rng = np.random.default_rng(n)
+    data = np.concatenate([rng.integers(0, 2, (400, n)).astype(float), rng.random((400, n))])
+    for i, j in pairs:
+        a, b = data[:, i].copy(), data[:, j].copy()
+        data[:, i], data[:, j] = np.minimum(a, b), np.maximum(a, b)
+    assert np.all(np.diff(data, axis=1) >= 0)

@@ -26,6 +26,7 @@ robust scale estimates; the pipeline also masks detected trails before integrati
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba as nb
@@ -342,13 +343,28 @@ def _first_above(v: np.ndarray, lo: int, hi: int, x: float) -> int:
 def _clip_sorted(v: np.ndarray, idx: np.ndarray, n: int, tmp: np.ndarray, tmp2: np.ndarray,
                  method: int, low: float, high: float, max_iter: int,
                  hint: np.ndarray) -> tuple[int, int, int]:
-    """Iterative clipping of a small stack (n <= 33), the same rounds as the general path:
-    the samples are sorted once (by rank); then the median of the kept range is its middle,
-    the clipping narrows the range from both ends, and the sums the sigma (5) and the
-    winsorized sigma (6) need come from prefix sums (``tmp``, ``tmp2``: sum and sum of
-    squares of the samples less a shift), so that each round and each winsorizing pass is a
-    few binary searches instead of a pass over the samples."""
+    """Iterative clipping of a small stack (n <= 33): sorted once (by rank), then
+    :func:`_clip_presorted`; the kept samples are moved to the front of v and idx."""
     _rank_sort(v, idx, n, tmp, tmp2)
+    m, nl, nh, lo = _clip_presorted(v, n, tmp, tmp2, method, low, high, max_iter, hint)
+    if lo > 0:
+        for i in range(m):
+            v[i] = v[lo + i]
+            idx[i] = idx[lo + i]
+    return m, nl, nh
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FAST)
+def _clip_presorted(v: np.ndarray, n: int, tmp: np.ndarray, tmp2: np.ndarray, method: int,
+                    low: float, high: float, max_iter: int,
+                    hint: np.ndarray) -> tuple[int, int, int, int]:
+    """Iterative clipping of the sorted v[:n] (sigma 5, winsorized 6, mad 7), the same rounds
+    as the general path: the median of the kept range is its middle, the clipping narrows
+    the range from both ends, and the sums the sigma and the winsorized sigma need come from
+    prefix sums (``tmp``, ``tmp2``: sum and sum of squares of the samples less a shift), so
+    that each round and each winsorizing pass is a few binary searches instead of a pass over
+    the samples. Returns (n kept, n low, n high, first kept): the kept samples are
+    v[first : first + n kept]."""
     mid0 = n >> 1
     shift = v[mid0]  # near every later median: the prefix sums stay accurate
     tmp[0] = 0.0
@@ -407,12 +423,7 @@ def _clip_sorted(v: np.ndarray, idx: np.ndarray, n: int, tmp: np.ndarray, tmp2: 
             break
         lo = new_lo
         hi = new_hi
-    m = hi - lo
-    if lo > 0:
-        for i in range(m):
-            v[i] = v[lo + i]
-            idx[i] = idx[lo + i]
-    return m, lo, n - hi
+    return hi - lo, lo, n - hi, lo
 
 
 @nb.njit(cache=True, nogil=True, fastmath=_FAST)
@@ -608,6 +619,134 @@ def _combine(block: np.ndarray, weights: np.ndarray, method: int, low: float, hi
             nused[y, x] = m
 
 
+# ----------------------------------------------------------------------------------------------
+# Sorted path: a sorting network across the pixels of a row
+# ----------------------------------------------------------------------------------------------
+_NETWORK_MAX = 512  # beyond this many samples the per-pixel path (centre from 33 samples)
+_NETWORK_CHUNK_BYTES = 256 * 1024  # sorted samples of a run of columns: stays in L2
+
+
+@functools.lru_cache(maxsize=64)
+def _network(n: int) -> np.ndarray:
+    """Compare-exchange pairs (i < j) of Batcher's odd-even merge sort for n elements: the
+    network for the next power of two with the pairs that touch an element >= n left out
+    (those elements would be +inf and never move)."""
+    p = 1
+    while p < n:
+        p *= 2
+    pairs = []
+    t = 1
+    while t < p:
+        k = t
+        while k >= 1:
+            j = k % t
+            while j + k < p:
+                for i in range(min(k, p - j - k)):
+                    a, b = i + j, i + j + k
+                    if a // (2 * t) == b // (2 * t) and b < n:
+                        pairs.append((a, b))
+                j += 2 * k
+            k //= 2
+        t *= 2
+    return np.array(pairs, np.int64).reshape(-1, 2)
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FAST)
+def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, method: int,
+                    low: float, high: float, max_iter: int, pairs: np.ndarray, chunk: int,
+                    out: np.ndarray, nlow: np.ndarray, nhigh: np.ndarray,
+                    nused: np.ndarray) -> None:
+    """median (2), sigma (5), winsorized (6), mad (7) on an ``(N, h, w)`` block: the samples
+    of a run of columns are sorted together by a sorting network (each compare-exchange a
+    min/max over the run: branch-free and vectorised across pixels, with the frame indices
+    carried along only when the weights differ), missing samples (NaN) sorting last as
+    +inf; each pixel is then clipped on its sorted samples (:func:`_clip_presorted`)."""
+    n, h, w = block.shape
+    vals = np.empty((n, chunk), np.float32)
+    ids = np.empty((n, chunk), np.int32)
+    cnt = np.empty(chunk, np.int32)
+    v = np.empty(n, np.float64)
+    tmp = np.empty(n + 1, np.float64)
+    tmp2 = np.empty(n + 1, np.float64)
+    hint = np.zeros(1, np.float64)
+    npairs = pairs.shape[0]
+    inf = np.float32(np.inf)
+    for y in range(h):
+        for c0 in range(0, w, chunk):
+            cw = min(chunk, w - c0)
+            for x in range(cw):
+                cnt[x] = 0
+            for i in range(n):
+                for x in range(cw):
+                    a = block[i, y, c0 + x]
+                    good = a == a
+                    cnt[x] += 1 if good else 0
+                    vals[i, x] = a if good else inf
+            if uniform:
+                for p in range(npairs):
+                    i = pairs[p, 0]
+                    j = pairs[p, 1]
+                    for x in range(cw):
+                        a = vals[i, x]
+                        b = vals[j, x]
+                        vals[i, x] = min(a, b)
+                        vals[j, x] = max(a, b)
+            else:
+                for i in range(n):
+                    for x in range(cw):
+                        ids[i, x] = i
+                for p in range(npairs):
+                    i = pairs[p, 0]
+                    j = pairs[p, 1]
+                    for x in range(cw):
+                        a = vals[i, x]
+                        b = vals[j, x]
+                        ia = ids[i, x]
+                        ib = ids[j, x]
+                        swap = b < a
+                        vals[i, x] = b if swap else a
+                        vals[j, x] = a if swap else b
+                        ids[i, x] = ib if swap else ia
+                        ids[j, x] = ia if swap else ib
+            for x in range(cw):
+                X = c0 + x
+                k = cnt[x]
+                if k == 0:
+                    out[y, X] = np.nan
+                    nlow[y, X] = 0
+                    nhigh[y, X] = 0
+                    nused[y, X] = 0
+                    continue
+                for i in range(k):
+                    v[i] = vals[i, x]
+                if method == 2:
+                    mid = k >> 1
+                    out[y, X] = v[mid] if k & 1 else 0.5 * (v[mid - 1] + v[mid])
+                    nlow[y, X] = 0
+                    nhigh[y, X] = 0
+                    nused[y, X] = k
+                    continue
+                m, nl, nh, first = k, 0, 0, 0
+                if k >= 3:
+                    m, nl, nh, first = _clip_presorted(v, k, tmp, tmp2, method, low, high,
+                                                       max_iter, hint)
+                s = 0.0
+                if uniform:
+                    for i in range(first, first + m):
+                        s += v[i]
+                    out[y, X] = s / m
+                else:
+                    sw = 0.0
+                    for i in range(first, first + m):
+                        wt = weights[ids[i, x]]
+                        s += wt * v[i]
+                        sw += wt
+                    out[y, X] = s / sw if sw > 0 else np.nan
+                nlow[y, X] = nl
+                nhigh[y, X] = nh
+                nused[y, X] = m
+
+
 def combine(
     block: np.ndarray,
     *,
@@ -670,9 +809,19 @@ def combine(
     arr = np.ascontiguousarray(arr)
     code = _CODE[method]
 
-    def run(y0: int, y1: int) -> None:
-        _combine(arr[:, y0:y1], wts, code, float(low), float(high), int(max_iter),
-                 float(alpha), mo, out[y0:y1], nlow[y0:y1], nhigh[y0:y1], nused[y0:y1])
+    if code in (2, 5, 6, 7) and 1 <= n <= _NETWORK_MAX:
+        pairs = _network(n)
+        uniform = bool(np.all(wts == wts[0]))
+        chunk = int(min(w, max(16, _NETWORK_CHUNK_BYTES // (8 * n))))
+
+        def run(y0: int, y1: int) -> None:
+            _combine_sorted(arr[:, y0:y1], wts, uniform, code, float(low), float(high),
+                            int(max_iter), pairs, chunk, out[y0:y1], nlow[y0:y1],
+                            nhigh[y0:y1], nused[y0:y1])
+    else:
+        def run(y0: int, y1: int) -> None:
+            _combine(arr[:, y0:y1], wts, code, float(low), float(high), int(max_iter),
+                     float(alpha), mo, out[y0:y1], nlow[y0:y1], nhigh[y0:y1], nused[y0:y1])
 
     for_bands(run, h, workers=workers, min_rows=8)
     return out, nlow, nhigh, nused
