@@ -173,16 +173,16 @@ def _null_spread(z: np.ndarray, line: tuple[float, float, float, float, float],
     nx, ny = -dy / L, dx / L
     h, w = z.shape
     half = max(0.75, width / 2)
-    yy, xx = np.mgrid[0:h, 0:w]
     vals = []
     for _ in range(n):
         off = rng.uniform(3 * width + 6, max(3 * width + 7, 0.5 * max(h, w)))
         off *= 1 if rng.random() < 0.5 else -1
         seg = Trail(x0 + off * nx, y0 + off * ny, x1 + off * nx, y1 + off * ny, width, 0.0)
-        core = (seg.distance(xx.astype(float), yy.astype(float)) <= half) & np.isfinite(z)
-        k = int(core.sum())
+        zc = z[_segment_pixels(z, seg, half)]
+        zc = zc[np.isfinite(zc)]
+        k = zc.size
         if k >= 0.5 * L:
-            vals.append(float(np.clip(z[core], -5, 5).sum() / math.sqrt(k)))
+            vals.append(float(np.clip(zc, -5, 5).sum() / math.sqrt(k)))
     if len(vals) < 8:
         return 1.0
     v = np.array(vals)
@@ -199,19 +199,18 @@ def _line_significance(z: np.ndarray, line: tuple[float, float, float, float, fl
     positive and the median piece carries at least a third of its fair share.
     """
     x0, y0, x1, y1, width = line
-    h, w = z.shape
-    yy, xx = np.mgrid[0:h, 0:w]
     seg = Trail(x0, y0, x1, y1, width, 0.0)
-    core = (seg.distance(xx.astype(float), yy.astype(float)) <= max(0.75, width / 2)) \
-        & np.isfinite(z)
+    ys, xs = _segment_pixels(z, seg, max(0.75, width / 2))
+    zc = z[ys, xs]
+    core = np.isfinite(zc)
     n = int(core.sum())
     if n < pieces:
         return 0.0
-    vals = np.clip(z[core], -5, 5)
+    vals = np.clip(zc[core], -5, 5)
     total = float(vals.sum() / math.sqrt(n))
     dx, dy = x1 - x0, y1 - y0
     L2 = dx * dx + dy * dy
-    t = ((xx[core] - x0) * dx + (yy[core] - y0) * dy) / L2 if L2 > 0 else np.zeros(n)
+    t = ((xs[core] - x0) * dx + (ys[core] - y0) * dy) / L2 if L2 > 0 else np.zeros(n)
     k = np.clip((t * pieces).astype(int), 0, pieces - 1)
     sums = np.bincount(k, weights=vals, minlength=pieces)
     cnts = np.bincount(k, minlength=pieces)
@@ -235,21 +234,46 @@ def _line_coords(theta: float, rho: float, h: int, w: int) -> tuple[np.ndarray, 
     return x[inside], y[inside]
 
 
+def _band(c: float, s: float, rho: float, half: float, h: int,
+          w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (ys, xs) of an h x w image within ``half`` of the line x c + y s = rho (unit
+    normal (c, s)), found column by column (row by row for a steep line) instead of over
+    the whole image."""
+    steep = abs(s) < abs(c)
+    if steep:  # x as a function of y
+        c, s, h, w = s, c, w, h
+    u = np.arange(w, dtype=np.float64)
+    k = int(math.ceil(half / abs(s))) + 1
+    vc = np.floor((rho - u * c) / s)
+    v = vc[None, :] + np.arange(-k, k + 2, dtype=np.float64)[:, None]
+    u = np.broadcast_to(u, v.shape)
+    keep = (v >= 0) & (v < h) & (np.abs(u * c + v * s - rho) <= half)
+    u, v = u[keep].astype(np.intp), v[keep].astype(np.intp)
+    return (u, v) if steep else (v, u)
+
+
+def _segment_pixels(z: np.ndarray, seg: "Trail", half: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (ys, xs) within ``half`` of a segment."""
+    dx, dy = seg.x1 - seg.x0, seg.y1 - seg.y0
+    L = math.hypot(dx, dy)
+    h, w = z.shape
+    if L == 0:
+        c, s = 0.0, 1.0
+    else:
+        c, s = -dy / L, dx / L
+    ys, xs = _band(c, s, seg.x0 * c + seg.y0 * s, half, h, w)
+    near = seg.distance(xs.astype(float), ys.astype(float)) <= half
+    return ys[near], xs[near]
+
+
 def _refine(z: np.ndarray, theta: float, rho: float, *, min_length: float,
             max_width: float = 4.0) -> tuple[float, float, float, float, float, float] | None:
     """Least-squares line through the significant pixels near (theta, rho), its width and
     its extent."""
-    import cv2
-
     h, w = z.shape
     c, s = math.cos(theta), math.sin(theta)
-    # Work only on a strip around the candidate line (drawn by OpenCV), not the whole map.
-    L = 2 * math.hypot(h, w)
-    x0, y0 = rho * c, rho * s
-    strip = np.zeros((h, w), np.uint8)
-    cv2.line(strip, (int(round(x0 + L * s)), int(round(y0 - L * c))),
-             (int(round(x0 - L * s)), int(round(y0 + L * c))), 1, thickness=31)
-    ys, xs = np.nonzero(strip)
+    # Work only on a strip around the candidate line, not the whole map.
+    ys, xs = _band(c, s, rho, 15.5, h, w)
     zv = z[ys, xs]
     xx, yy = xs.astype(np.float64), ys.astype(np.float64)
     d = xx * c + yy * s - rho
@@ -349,10 +373,7 @@ def _extent(z: np.ndarray, along: np.ndarray, core: np.ndarray,
 
 
 def _blank_segment(z: np.ndarray, seg: tuple[float, float, float, float], half: float) -> None:
-    h, w = z.shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    t = Trail(*seg, width=0.0, significance=0.0)
-    z[t.distance(xx.astype(float), yy.astype(float)) <= half] = np.nan
+    z[_segment_pixels(z, Trail(*seg, width=0.0, significance=0.0), half)] = np.nan
 
 
 def object_mask(stack: np.ndarray, *, sigma: float = 3.0, grow: int = 3) -> np.ndarray:

@@ -4,6 +4,7 @@ write ``stack.fits`` with its weight, coverage and rejection maps."""
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 import dataclasses
 import math
 import os
@@ -162,9 +163,12 @@ def find_trails(group: StackGroup, inputs: list[FrameInput], cfg: Config, cache_
     shift = Transform.translation(-group.origin[0], -group.origin[1])
     cube_path = cache_dir / f"provisional_{_slug(group.name)}.npy"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with scratch_cube(cube_path, (n, hl, wl)) as cube:
+    with scratch_cube(cube_path, (n, hl, wl)) as cube, \
+            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         edge = max(3, int(round(32 / f)))
-        for i, (r, fi) in enumerate(zip(used, inputs)):
+
+        def put(i: int) -> None:
+            r, fi = used[i], inputs[i]
             low = np.load(r.analysis.lowres)
             t = binned_transform(shift @ r.registration.transform, f)
             # Nearest neighbour: no interpolation to blur a thin trail or correlate the noise.
@@ -178,6 +182,8 @@ def find_trails(group: StackGroup, inputs: list[FrameInput], cfg: Config, cache_
             covered = np.isfinite(warped)
             covered = ndimage.binary_erosion(covered, iterations=edge, border_value=0)
             cube[i] = np.where(covered, warped * mul + add, np.float32(np.nan))
+
+        list(pool.map(put, range(n)))  # frames on the threads (numpy and OpenCV release the GIL)
         cube.flush()
         provisional = np.empty((hl, wl), np.float32)
         step = max(8, int(64 * 1024 * 1024 / max(1, n * wl * 4)))
@@ -186,11 +192,14 @@ def find_trails(group: StackGroup, inputs: list[FrameInput], cfg: Config, cache_
             provisional[y0:y1] = combine(np.asarray(cube[:, y0:y1]), method="median",
                                          workers=workers)[0]
         mask = object_mask(provisional, grow=max(2, int(round(8 / f))))
-        out: dict[str, list[Trail]] = {}
-        for i, r in enumerate(used):
+
+        def search(i: int) -> list[Trail]:
             residual = np.asarray(cube[i]) - provisional
-            found = trails_from_residual(residual, factor=f, mask=mask,
-                                         threshold=cfg.integration.trail_threshold)
+            return trails_from_residual(residual, factor=f, mask=mask,
+                                        threshold=cfg.integration.trail_threshold)
+
+        out: dict[str, list[Trail]] = {}
+        for r, found in zip(used, pool.map(search, range(n))):
             if found:
                 # The border margin hid the trail's last pixels: a trail seen reaching into the
                 # margin goes on to the edge, so extend each end by the margin.
