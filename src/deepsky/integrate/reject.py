@@ -573,7 +573,8 @@ def _reject_pixel(v: np.ndarray, idx: np.ndarray, n: int, tmp: np.ndarray, tmp2:
 @nb.njit(cache=True, nogil=True, fastmath=_FAST)
 def _combine(block: np.ndarray, weights: np.ndarray, method: int, low: float, high: float,
              max_iter: int, alpha: float, max_outliers: int,
-             out: np.ndarray, nlow: np.ndarray, nhigh: np.ndarray, nused: np.ndarray) -> None:
+             out: np.ndarray, nlow: np.ndarray, nhigh: np.ndarray, nused: np.ndarray,
+             wvalid: np.ndarray) -> None:
     n, h, w = block.shape
     rowbuf = np.empty((w, n), np.float32)  # one row, transposed: a pixel's samples contiguous
     v = np.empty(n, np.float64)
@@ -587,12 +588,15 @@ def _combine(block: np.ndarray, weights: np.ndarray, method: int, low: float, hi
                 rowbuf[x, i] = block[i, y, x]
         for x in range(w):
             k = 0
+            wv = 0.0
             for i in range(n):
                 val = rowbuf[x, i]
                 if val == val:  # not NaN
                     v[k] = val
                     idx[k] = i
                     k += 1
+                    wv += weights[i]
+            wvalid[y, x] = wv
             if k == 0:
                 out[y, x] = np.nan
                 nlow[y, x] = 0
@@ -655,7 +659,7 @@ def _network(n: int) -> np.ndarray:
 def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, method: int,
                     low: float, high: float, max_iter: int, pairs: np.ndarray, chunk: int,
                     out: np.ndarray, nlow: np.ndarray, nhigh: np.ndarray,
-                    nused: np.ndarray) -> None:
+                    nused: np.ndarray, wvalid: np.ndarray) -> None:
     """median (2), sigma (5), winsorized (6), mad (7) on an ``(N, h, w)`` block: the samples
     of a run of columns are sorted together by a sorting network (each compare-exchange a
     min/max over the run: branch-free and vectorised across pixels, with the frame indices
@@ -711,6 +715,13 @@ def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, metho
             for x in range(cw):
                 X = c0 + x
                 k = cnt[x]
+                if uniform:
+                    wvalid[y, X] = k * weights[0]
+                else:
+                    wv = 0.0
+                    for i in range(k):
+                        wv += weights[ids[i, x]]
+                    wvalid[y, X] = wv
                 if k == 0:
                     out[y, X] = np.nan
                     nlow[y, X] = 0
@@ -759,6 +770,7 @@ def combine(
     alpha: float = 0.05,
     max_outliers: int | None = None,
     workers: int | None = None,
+    valid_weight: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Combine an ``(N, h, w)`` block into one ``(h, w)`` image with outlier rejection.
 
@@ -778,6 +790,8 @@ def combine(
 
     workers : int, optional
         Threads working on separate row bands (default: one per core).
+    valid_weight : float32 array (h, w), optional
+        Filled with the sum of the weights of each pixel's samples (before rejection).
 
     Returns
     -------
@@ -805,6 +819,9 @@ def combine(
     nlow = np.empty((h, w), np.uint16)
     nhigh = np.empty((h, w), np.uint16)
     nused = np.empty((h, w), np.uint16)
+    wvalid = np.empty((h, w), np.float32) if valid_weight is None else valid_weight
+    if wvalid.shape != (h, w) or wvalid.dtype != np.float32:
+        raise ValueError(f"valid_weight must be float32 {(h, w)}")
     mo = max(1, n // 3) if max_outliers is None else int(max_outliers)
     arr = np.ascontiguousarray(arr)
     code = _CODE[method]
@@ -817,11 +834,12 @@ def combine(
         def run(y0: int, y1: int) -> None:
             _combine_sorted(arr[:, y0:y1], wts, uniform, code, float(low), float(high),
                             int(max_iter), pairs, chunk, out[y0:y1], nlow[y0:y1],
-                            nhigh[y0:y1], nused[y0:y1])
+                            nhigh[y0:y1], nused[y0:y1], wvalid[y0:y1])
     else:
         def run(y0: int, y1: int) -> None:
             _combine(arr[:, y0:y1], wts, code, float(low), float(high), int(max_iter),
-                     float(alpha), mo, out[y0:y1], nlow[y0:y1], nhigh[y0:y1], nused[y0:y1])
+                     float(alpha), mo, out[y0:y1], nlow[y0:y1], nhigh[y0:y1], nused[y0:y1],
+                     wvalid[y0:y1])
 
     for_bands(run, h, workers=workers, min_rows=8)
     return out, nlow, nhigh, nused

@@ -80,7 +80,7 @@ class TileResult:
     low: np.ndarray  # (C, h, w) uint16
     high: np.ndarray
     used: np.ndarray  # (h, w) uint16: samples kept (first channel)
-    weight: np.ndarray  # (h, w) float32: sum of the kept samples' weights (first channel)
+    weight: np.ndarray  # (h, w) float32: sum of the weights of the frames with a sample there
 
 
 def tile_grid(plan: StackPlan, n_frames: int, *, bytes_per_sample: int = 6
@@ -104,10 +104,11 @@ def tile_grid(plan: StackPlan, n_frames: int, *, bytes_per_sample: int = 6
     return tiles
 
 
-def frame_window(fi: FrameInput, tile: tuple[int, int, int, int], plan: StackPlan
-                 ) -> np.ndarray | None:
+def frame_window(fi: FrameInput, tile: tuple[int, int, int, int], plan: StackPlan,
+                 out: np.ndarray | None = None) -> np.ndarray | None:
     """One frame's calibrated, debayered, warped, normalised and masked samples for a tile:
-    ``(C, h, w)`` float32 with NaN where the frame has no data; None if it does not overlap."""
+    ``(C, h, w)`` float32 with NaN where the frame has no data (written into ``out`` when
+    given, a C-contiguous float32 array of that shape); None if it does not overlap."""
     y0, y1, x0, x1 = tile
     th, tw = y1 - y0, x1 - x0
     src_h, src_w = fi.source.height, fi.source.width
@@ -125,14 +126,15 @@ def frame_window(fi: FrameInput, tile: tuple[int, int, int, int], plan: StackPla
     if fi.bayer is not None:
         # Even origin: same CFA phase; the frame's range: the same pixels whatever the tile.
         data = debayer(data, fi.bayer, method=plan.debayer, value_range=fi.value_range)
-    warped, _ = warp_window(data, (sx0, sy0), fi.transform, (x0, y0), (th, tw),
-                            src_shape=(src_h, src_w), method=plan.interpolation,
-                            clamp=plan.clamp, fill=np.nan, parallel=False)
-    out = warped if warped.ndim == 3 else warped[None]
-    mul = np.broadcast_to(np.asarray(fi.mul, np.float32), (out.shape[0],))
-    add = np.broadcast_to(np.asarray(fi.add, np.float32), (out.shape[0],))
-    out *= mul[:, None, None]
-    out += add[:, None, None]
+    c = data.shape[0] if data.ndim == 3 else 1
+    if out is None:
+        out = np.empty((c, th, tw), np.float32)
+    # Warped and normalised in one pass, straight into the tile's block.
+    warp_window(data, (sx0, sy0), fi.transform, (x0, y0), (th, tw), src_shape=(src_h, src_w),
+                method=plan.interpolation, clamp=plan.clamp, fill=np.nan, parallel=False,
+                out=out if data.ndim == 3 else out[0], footprint=False,
+                gain=np.broadcast_to(np.asarray(fi.mul, np.float64), (c,)),
+                offset=np.broadcast_to(np.asarray(fi.add, np.float64), (c,)))
     if fi.trails:
         m = trail_mask(list(fi.trails), (x0, y0), (th, tw), margin=plan.trail_margin)
         if m.any():
@@ -141,18 +143,22 @@ def frame_window(fi: FrameInput, tile: tuple[int, int, int, int], plan: StackPla
 
 
 def stack_tile(inputs: Sequence[FrameInput], tile: tuple[int, int, int, int],
-               plan: StackPlan) -> TileResult:
-    """Integrate one tile from all frames (the unit of work of local and Dask runs)."""
+               plan: StackPlan, buffer: np.ndarray | None = None) -> TileResult:
+    """Integrate one tile from all frames (the unit of work of local and Dask runs).
+    ``buffer``: a float32 array of at least N C h w elements to hold the samples (reused
+    from tile to tile by a local integration: no fresh memory to fault in per tile)."""
     y0, y1, x0, x1 = tile
     th, tw = y1 - y0, x1 - x0
     n = len(inputs)
     c = plan.channels
-    block = np.full((n, c, th, tw), np.nan, np.float32)
+    size = n * c * th * tw
+    if buffer is None or buffer.size < size:
+        buffer = np.empty(size, np.float32)
+    block = buffer.ravel()[:size].reshape(n, c, th, tw)
 
     def fill(i: int) -> None:
-        w = frame_window(inputs[i], tile, plan)
-        if w is not None:
-            block[i] = w
+        if frame_window(inputs[i], tile, plan, out=block[i]) is None:
+            block[i] = np.nan
 
     if plan.tile_threads > 1 and n > 1:
         with ThreadPoolExecutor(max_workers=plan.tile_threads) as pool:
@@ -165,18 +171,18 @@ def stack_tile(inputs: Sequence[FrameInput], tile: tuple[int, int, int, int],
     lo = np.empty((c, th, tw), np.uint16)
     hi = np.empty((c, th, tw), np.uint16)
     used = np.zeros((th, tw), np.uint16)
+    # Weight map: sum of the weights of the frames with a sample at the pixel (before the
+    # rejection, which shows in `used` and the rejection maps).
+    wsum = np.zeros((th, tw), np.float32)
     for ch in range(c):
         res, nl, nh, nu = combine(block[:, ch], method=plan.method, low=plan.low,
                                   high=plan.high, weights=weights,
-                                  workers=plan.tile_threads)
+                                  workers=plan.tile_threads,
+                                  valid_weight=wsum if ch == 0 else None)
         data[ch], lo[ch], hi[ch] = res, nl, nh
         if ch == 0:
             used = nu
-    # Weight map: sum of the weights of the frames with a kept sample (approximation for
-    # the rejection: a rejected sample still counts here only through `used`).
-    valid = np.isfinite(block[:, 0])
-    wsum = np.tensordot(weights.astype(np.float32), valid.astype(np.float32), axes=1)
-    return TileResult(y0, y1, x0, x1, data, lo, hi, used, wsum.astype(np.float32))
+    return TileResult(y0, y1, x0, x1, data, lo, hi, used, wsum)
 
 
 def _tile_task(args: tuple[Any, ...]) -> TileResult:
@@ -236,7 +242,9 @@ def integrate(inputs: Sequence[FrameInput], plan: StackPlan, backend: Any = None
     if remote:
         results = backend.map(_tile_task, [(inputs, tiles[i], plan) for i in todo])
     else:
-        results = (stack_tile(inputs, tiles[i], plan) for i in todo)
+        largest = max(((t[1] - t[0]) * (t[3] - t[2]) for t in tiles), default=0)
+        buffer = np.empty(len(inputs) * plan.channels * largest, np.float32) if todo else None
+        results = (stack_tile(inputs, tiles[i], plan, buffer) for i in todo)
     for i, res in zip(todo, results):
         out.put(res)
         if checkpoint is not None:

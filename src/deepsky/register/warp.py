@@ -107,7 +107,11 @@ def warp_window(
     clamp: bool = True,
     fill: float = np.nan,
     parallel: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
+    out: np.ndarray | None = None,
+    footprint: bool = True,
+    gain: Any = 1.0,
+    offset: Any = 0.0,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Resample a window of the reference grid from a band of the source frame.
 
     The stacker warps tile by tile: it asks :func:`source_bounds` which source region a
@@ -131,6 +135,13 @@ def warp_window(
         ``fill``). Defaults to the band's extent.
     method, clamp, fill, parallel
         As in :func:`warp_image`.
+    out : float32 array, optional
+        Where to write the result (the shape of the result below), instead of a new array.
+    footprint : bool
+        False: skip the footprint (None is returned in its place).
+    gain, offset : float or one per channel
+        The result is ``warped * gain + offset`` (a normalisation applied on the way; pixels
+        without source keep ``fill``).
 
     Returns
     -------
@@ -150,12 +161,23 @@ def warp_window(
     minv = np.ascontiguousarray(transform.inverse().matrix, dtype=np.float64)
     kernel = _warp_parallel if parallel else _warp_serial
     planes = band[None] if band.ndim == 2 else band
-    out = np.empty((len(planes), oh, ow), np.float32)
-    foot = np.empty((oh, ow), np.float32)
+    shape = (len(planes), oh, ow)
+    if out is None:
+        res = np.empty(shape, np.float32)
+    else:
+        if (out.dtype != np.float32 or out.size != np.prod(shape)
+                or not out.flags.c_contiguous):
+            raise ValueError(f"out must be C-contiguous float32 of "
+                             f"{shape[1:] if band.ndim == 2 else shape}")
+        res = out.reshape(shape)
+    foot = np.empty((oh, ow) if footprint else (1, 1), np.float32)
+    gains = np.broadcast_to(np.asarray(gain, np.float64), (len(planes),))
+    offsets = np.broadcast_to(np.asarray(offset, np.float64), (len(planes),))
     for k, plane in enumerate(planes):
         kernel(plane, y0, x0, sh, sw, minv, oy, ox, _METHOD_ID[method], bool(clamp),
-               float(fill), out[k], foot, k == 0, _LANCZOS3)
-    return (out[0] if band.ndim == 2 else out), foot
+               float(fill), res[k], foot, footprint and k == 0, _LANCZOS3, float(gains[k]),
+               float(offsets[k]))
+    return (res[0] if band.ndim == 2 else res), (foot if footprint else None)
 
 
 def source_bounds(
@@ -256,8 +278,9 @@ def _weights(t, method, w, lut):  # pragma: no cover - numba
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"})
 def _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, write_foot,
-               lut, j0, j1):  # pragma: no cover - numba
-    """Output rows ``j0 .. j1 - 1`` (see :func:`warp_window`)."""
+               lut, gain, offset, j0, j1):  # pragma: no cover - numba
+    """Output rows ``j0 .. j1 - 1`` (see :func:`warp_window`); each interpolated value is
+    written as ``value * gain + offset``."""
     bh, bw = src.shape
     oh, ow = out.shape
     wx = np.empty(6)
@@ -301,7 +324,7 @@ def _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, w
                                              min(src[yy, bx + 3], src[yy, bx + 4])))
                         if acc < lo:
                             acc = lo
-                    out[j, i] = acc
+                    out[j, i] = acc * gain + offset
                     if write_foot:
                         fx0 = int(fx) - 2
                         fy0 = int(fy) - 2
@@ -342,7 +365,7 @@ def _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, w
                         lo = min(lo, src[yy, xx])
                 if acc < lo:
                     acc = lo
-            out[j, i] = acc
+            out[j, i] = acc * gain + offset
             if write_foot:
                 fx0 = int(fx) + kx
                 fy0 = int(fy) + ky
@@ -376,16 +399,16 @@ def _coverage(fx0, fy0, nx, ny, wx, wy, sw, sh):  # pragma: no cover - numba
 # the function, so wrappers of the same function would load each other's compiled code.
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"})
 def _warp_serial(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, write_foot,
-                 lut):  # pragma: no cover - numba
+                 lut, gain, offset):  # pragma: no cover - numba
     _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, write_foot,
-               lut, 0, out.shape[0])
+               lut, gain, offset, 0, out.shape[0])
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _warp_parallel(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot,
-                   write_foot, lut):  # pragma: no cover - numba
+                   write_foot, lut, gain, offset):  # pragma: no cover - numba
     oh = out.shape[0]
     nblk = (oh + 15) // 16
     for b in prange(nblk):
         _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot,
-                   write_foot, lut, 16 * b, min(oh, 16 * b + 16))
+                   write_foot, lut, gain, offset, 16 * b, min(oh, 16 * b + 16))
