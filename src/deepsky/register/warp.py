@@ -159,6 +159,19 @@ def warp_window(
     bh, bw = band.shape[-2:]
     sh, sw = (y0 + bh, x0 + bw) if src_shape is None else _shape2("src_shape", src_shape)
     minv = np.ascontiguousarray(transform.inverse().matrix, dtype=np.float64)
+    if method == "lanczos3" and minv[2, 0] == 0 and minv[2, 1] == 0:
+        # The vectorised runs need source columns that advance with the output's: a frame
+        # turned by about 90 degrees is warped from the transposed band, a mirrored one (a
+        # meridian flip) from the mirrored band (the kernel is symmetric and separable: the
+        # same values).
+        if abs(minv[0, 0]) < abs(minv[0, 1]):
+            band = np.ascontiguousarray(np.swapaxes(band, -1, -2))
+            x0, y0, sw, sh, bw, bh = y0, x0, sh, sw, bh, bw
+            minv = minv[[1, 0, 2]]
+        if minv[0, 0] < 0:
+            band = np.ascontiguousarray(band[..., ::-1])
+            x0 = sw - x0 - bw
+            minv = np.array([[-1.0, 0.0, sw - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ minv
     kernel = _warp_parallel if parallel else _warp_serial
     planes = band[None] if band.ndim == 2 else band
     shape = (len(planes), oh, ow)
@@ -175,7 +188,8 @@ def warp_window(
     offsets = np.broadcast_to(np.asarray(offset, np.float64), (len(planes),))
     for k, plane in enumerate(planes):
         kernel(plane, y0, x0, sh, sw, minv, oy, ox, _METHOD_ID[method], bool(clamp),
-               float(fill), res[k], foot, footprint and k == 0, _LANCZOS3, float(gains[k]),
+               float(fill), res[k], foot, footprint and k == 0, _LANCZOS3, _LANCZOS3_F32,
+               float(gains[k]),
                float(offsets[k]))
     return (res[0] if band.ndim == 2 else res), (foot if footprint else None)
 
@@ -248,6 +262,7 @@ def _lanczos3_table(n: int = _LUT_N) -> np.ndarray:
 
 
 _LANCZOS3 = _lanczos3_table()
+_LANCZOS3_F32 = _LANCZOS3.astype(np.float32)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -276,19 +291,133 @@ def _weights(t, method, w, lut):  # pragma: no cover - numba
     return 6, -2
 
 
+@njit(cache=True, nogil=True, fastmath={"contract"})  # no reassociation: the same bits
+def _lanczos_run(src, by, bx, n, W, i, clamp, gain, offset, out):  # pragma: no cover
+    """Lanczos-3 for ``n`` consecutive output pixels from ``i`` whose 6 x 6 source windows
+    start at row ``by`` and columns ``bx``, ``bx + 1``, ...: every tap is a contiguous load
+    across the pixels, so the loop vectorises (weights per pixel in ``W``: 6 along x, 6
+    along y, single precision). A pixel's value does not depend on the run it falls in
+    (no reassociation), so tiles of any size give the same bits."""
+    e = bx + n + 5
+    r0 = src[by, bx:e]
+    r1 = src[by + 1, bx:e]
+    r2 = src[by + 2, bx:e]
+    r3 = src[by + 3, bx:e]
+    r4 = src[by + 4, bx:e]
+    r5 = src[by + 5, bx:e]
+    a0 = W[0, i:i + n]
+    a1 = W[1, i:i + n]
+    a2 = W[2, i:i + n]
+    a3 = W[3, i:i + n]
+    a4 = W[4, i:i + n]
+    a5 = W[5, i:i + n]
+    b0 = W[6, i:i + n]
+    b1 = W[7, i:i + n]
+    b2 = W[8, i:i + n]
+    b3 = W[9, i:i + n]
+    b4 = W[10, i:i + n]
+    b5 = W[11, i:i + n]
+    o = out[i:i + n]
+    g = np.float32(gain)
+    c = np.float32(offset)
+    for t in range(n):
+        x0, x1, x2, x3, x4, x5 = a0[t], a1[t], a2[t], a3[t], a4[t], a5[t]
+        acc = b0[t] * (x0 * r0[t] + x1 * r0[t + 1] + x2 * r0[t + 2] + x3 * r0[t + 3]
+                       + x4 * r0[t + 4] + x5 * r0[t + 5])
+        acc += b1[t] * (x0 * r1[t] + x1 * r1[t + 1] + x2 * r1[t + 2] + x3 * r1[t + 3]
+                        + x4 * r1[t + 4] + x5 * r1[t + 5])
+        acc += b2[t] * (x0 * r2[t] + x1 * r2[t + 1] + x2 * r2[t + 2] + x3 * r2[t + 3]
+                        + x4 * r2[t + 4] + x5 * r2[t + 5])
+        acc += b3[t] * (x0 * r3[t] + x1 * r3[t + 1] + x2 * r3[t + 2] + x3 * r3[t + 3]
+                        + x4 * r3[t + 4] + x5 * r3[t + 5])
+        acc += b4[t] * (x0 * r4[t] + x1 * r4[t + 1] + x2 * r4[t + 2] + x3 * r4[t + 3]
+                        + x4 * r4[t + 4] + x5 * r4[t + 5])
+        acc += b5[t] * (x0 * r5[t] + x1 * r5[t + 1] + x2 * r5[t + 2] + x3 * r5[t + 3]
+                        + x4 * r5[t + 4] + x5 * r5[t + 5])
+        if clamp:
+            lo = min(min(min(r1[t + 1], r1[t + 2]), min(r1[t + 3], r1[t + 4])),
+                     min(min(r2[t + 1], r2[t + 2]), min(r2[t + 3], r2[t + 4])))
+            lo = min(lo, min(min(min(r3[t + 1], r3[t + 2]), min(r3[t + 3], r3[t + 4])),
+                             min(min(r4[t + 1], r4[t + 2]), min(r4[t + 3], r4[t + 4]))))
+            acc = lo if acc < lo else acc  # (a NaN result stays NaN)
+        o[t] = acc * g + c
+
+
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"})
 def _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, write_foot,
-               lut, gain, offset, j0, j1):  # pragma: no cover - numba
+               lut, lut32, gain, offset, j0, j1):  # pragma: no cover - numba
     """Output rows ``j0 .. j1 - 1`` (see :func:`warp_window`); each interpolated value is
-    written as ``value * gain + offset``."""
+    written as ``value * gain + offset``.
+
+    Lanczos-3 first finds, in each row, the runs of pixels whose source windows lie inside
+    the band (and the frame) and advance by exactly one column per pixel in the same rows:
+    the common case of a small rotation, where runs are ~1 / sin(angle) pixels long. Those
+    go through :func:`_lanczos_run` (vectorised, single precision); the pixels near the
+    frame's edges and all pixels of a projective transform take the general per-pixel code
+    below. Which path a pixel takes depends only on the frame and the transform, never on
+    the window asked for."""
     bh, bw = src.shape
     oh, ow = out.shape
     wx = np.empty(6)
     wy = np.empty(6)
     nlut = lut.shape[0] - 1
+    done = np.zeros(ow, np.bool_)
+    rbx = np.empty(ow, np.int64)
+    rby = np.empty(ow, np.int64)
+    qxs = np.empty(ow, np.int64)
+    qys = np.empty(ow, np.int64)
+    W = np.empty((12, ow), np.float32)
+    affine = m[2, 0] == 0.0 and m[2, 1] == 0.0 and m[2, 2] == 1.0
     for j in range(j0, j1):
         Y = oy + j
+        if method == 3 and affine:
+            # Where each pixel's window is (branch-free, vectorised) ...
+            cx = m[0, 1] * Y + m[0, 2]
+            cy = m[1, 1] * Y + m[1, 2]
+            lx = 2.0 if write_foot else -0.5  # the window inside the frame for the footprint
+            hx = sw - 4.0 if write_foot else sw - 0.5
+            hy = sh - 4.0 if write_foot else sh - 0.5
+            for i in range(ow):
+                X = ox + i
+                sx = m[0, 0] * X + cx
+                sy = m[1, 0] * X + cy
+                fx = math.floor(sx)
+                fy = math.floor(sy)
+                bx = int(fx) - x0 - 2
+                by = int(fy) - y0 - 2
+                done[i] = ((sx >= -0.5) & (sx < sw - 0.5) & (sy >= -0.5) & (sy < sh - 0.5)
+                           & (fx >= lx) & (fy >= lx) & (fx <= hx) & (fy <= hy)
+                           & (bx >= 0) & (by >= 0) & (bx + 6 <= bw) & (by + 6 <= bh))
+                rbx[i] = bx - i
+                rby[i] = by
+                qxs[i] = int((sx - fx) * nlut + 0.5)
+                qys[i] = int((sy - fy) * nlut + 0.5)
+            # ... and its weights, from the table
+            for i in range(ow):
+                if done[i]:
+                    qx = qxs[i]
+                    qy = qys[i]
+                    for k in range(6):
+                        W[k, i] = lut32[qx, k]
+                        W[6 + k, i] = lut32[qy, k]
+            i = 0
+            while i < ow:
+                if not done[i]:
+                    i += 1
+                    continue
+                k = i + 1
+                while k < ow and done[k] and rbx[k] == rbx[i] and rby[k] == rby[i]:
+                    k += 1
+                _lanczos_run(src, rby[i], rbx[i] + i, k - i, W, i, clamp, gain, offset,
+                             out[j])
+                if write_foot:
+                    for t in range(i, k):
+                        foot[j, t] = 1.0
+                i = k
         for i in range(ow):
+            if done[i]:
+                done[i] = False
+                continue
             X = ox + i
             den = m[2, 0] * X + m[2, 1] * Y + m[2, 2]
             sx = (m[0, 0] * X + m[0, 1] * Y + m[0, 2]) / den
@@ -399,16 +528,16 @@ def _coverage(fx0, fy0, nx, ny, wx, wy, sw, sh):  # pragma: no cover - numba
 # the function, so wrappers of the same function would load each other's compiled code.
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"})
 def _warp_serial(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, write_foot,
-                 lut, gain, offset):  # pragma: no cover - numba
+                 lut, lut32, gain, offset):  # pragma: no cover - numba
     _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, write_foot,
-               lut, gain, offset, 0, out.shape[0])
+               lut, lut32, gain, offset, 0, out.shape[0])
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _warp_parallel(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot,
-                   write_foot, lut, gain, offset):  # pragma: no cover - numba
+                   write_foot, lut, lut32, gain, offset):  # pragma: no cover - numba
     oh = out.shape[0]
     nblk = (oh + 15) // 16
     for b in prange(nblk):
         _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot,
-                   write_foot, lut, gain, offset, 16 * b, min(oh, 16 * b + 16))
+                   write_foot, lut, lut32, gain, offset, 16 * b, min(oh, 16 * b + 16))
