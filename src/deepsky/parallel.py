@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, Iterable, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 def cpu_count() -> int:
     try:
@@ -43,3 +46,14 @@ def for_bands(fn: Callable[[int, int], None], height: int, *, workers: int | Non
     with ThreadPoolExecutor(max_workers=len(parts)) as pool:
         for f in [pool.submit(fn, y0, y1) for y0, y1 in parts]:
             f.result()
+
+
+def map_threads(fn: Callable[[T], R], items: Iterable[T], *, workers: int | None = None) -> list[R]:
+    """``[fn(x) for x in items]`` on up to ``workers`` threads (for work that releases the
+    GIL: reading files, numpy, OpenCV, deepsky's numba kernels), in order."""
+    items = list(items)
+    n = min(resolve_workers(workers), len(items))
+    if n <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(fn, items))

@@ -128,11 +128,19 @@ def find_spikes(image: np.ndarray, bayer: str | None, *, sigma: float = 8.0,
     s = robust_sigma(excess[::4, ::4])
     if s <= 0:
         return np.zeros(img.shape, bool)
-    pad = np.pad(excess, 1, mode="edge")
-    nbs = np.stack([pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2], pad[1:-1, 2:]])
-    hot = (excess > sigma * s) & (nbs.max(axis=0) < neighbour_ratio * excess)
-    cold = (excess < -sigma * s) & (nbs.min(axis=0) > neighbour_ratio * excess)
-    return hot | cold
+    # Only the few pixels beyond the threshold need their neighbours looked at.
+    ys, xs = np.nonzero(np.abs(excess) > sigma * s)
+    out = np.zeros(img.shape, bool)
+    if ys.size == 0:
+        return out
+    h, w = excess.shape
+    e = excess[ys, xs]
+    nbs = np.stack([excess[np.maximum(ys - 1, 0), xs], excess[np.minimum(ys + 1, h - 1), xs],
+                    excess[ys, np.maximum(xs - 1, 0)], excess[ys, np.minimum(xs + 1, w - 1)]])
+    hot = (e > 0) & (nbs.max(axis=0) < neighbour_ratio * e)
+    cold = (e < 0) & (nbs.min(axis=0) > neighbour_ratio * e)
+    out[ys[hot | cold], xs[hot | cold]] = True
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 from deepsky.errors import CalibrationError
 from deepsky.integrate.reject import combine
 from deepsky.io.sources import FrameSource
+from deepsky.parallel import map_threads
 
 # Bytes per pixel per frame while combining: the float32 block plus the kernel's working set.
 _BYTES_PER_SAMPLE = 4 * 2
@@ -84,12 +85,14 @@ def combine_sources(
     for y0 in range(0, first.height, rows):
         y1 = min(first.height, y0 + rows)
         block = np.empty((n,) + shape[:-2] + (y1 - y0, shape[-1]), np.float32)
-        for i, s in enumerate(sources):
-            b = s.read_rows(y0, y1)
+
+        def fill(i: int) -> None:
+            b = sources[i].read_rows(y0, y1)
             if prepare is not None:
                 b = prepare(b, i, y0, y1)
             block[i] = b
-            del b
+
+        map_threads(fill, range(n))
         if channels == 1:
             res, lo, hi, _ = combine(block, method=how, low=sigma, high=sigma)
             out[y0:y1] = res
@@ -118,10 +121,9 @@ def _median(values: Sequence[float | None]) -> float | None:
 def frame_level(source: FrameSource, *, subtract: np.ndarray | None = None,
                 stride: int = 4) -> float:
     """Robust level (median) of a frame, from a strided sample of its pixels."""
-    data = source.read()
+    sample = source.read()[..., ::stride, ::stride]
     if subtract is not None:
-        data = data - subtract
-    sample = data[..., ::stride, ::stride]
+        sample = sample - subtract[..., ::stride, ::stride]
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         raise CalibrationError(f"{source.path}: no valid pixels")

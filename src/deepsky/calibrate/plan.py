@@ -17,6 +17,7 @@ Matching rules (every mismatch is a warning that names the frames):
 from __future__ import annotations
 
 import re
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from deepsky.config import CalibrationConfig
 from deepsky.errors import CalibrationError
 from deepsky.io.discover import Session, same_filter
 from deepsky.io.sources import FrameSource, open_source
+from deepsky.parallel import map_threads
 from deepsky.types import FrameMeta
 
 Progress = Callable[[str], None]
@@ -404,7 +406,7 @@ def _master_flat(b: _Builder, flats: list[FrameMeta], bias_master: Master | None
                               "flat-field correction will be wrong by it")
 
     def prepare_factory(srcs: list[FrameSource]) -> Callable[..., np.ndarray]:
-        levels = [frame_level(src, subtract=sub) for src in srcs]
+        levels = map_threads(lambda src: frame_level(src, subtract=sub), srcs)
         for src, level in zip(srcs, levels):
             if not level > 0:
                 raise CalibrationError(f"{src.path}: flat has no signal after subtracting the "
@@ -435,13 +437,19 @@ def _light_defects(b: _Builder, lights: list[FrameMeta], bayer: str | None,
         return np.zeros((h, w), bool)
     pick = [lights[int(i)] for i in np.linspace(0, len(lights) - 1, min(max_frames, len(lights)))]
     counts = np.zeros((h, w), np.uint16)
-    for src in b.sources(pick):
+    lock = threading.Lock()
+
+    def count(src: FrameSource) -> None:
         data = src.read()
         if dark is not None:
             data -= dark.data
         elif bias is not None:
             data -= bias.data
-        counts += cosmetic.find_spikes(data, bayer)
+        spikes = cosmetic.find_spikes(data, bayer)
+        with lock:
+            counts[spikes] += 1
+
+    map_threads(count, b.sources(pick))
     return counts >= max(3, int(np.ceil(0.6 * len(pick))))
 
 
