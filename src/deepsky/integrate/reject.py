@@ -392,11 +392,27 @@ def _clip_presorted(v: np.ndarray, n: int, tmp: np.ndarray, tmp2: np.ndarray, me
             if h > 0.0 and 0.3 * sigma < h < 3.0 * sigma:
                 sigma = h
             dm = med - shift
+            pa = -1
+            pb = -1
             for _w in range(20):
                 s0 = sigma
                 c = 1.5 * s0
-                pa = _first_at_least(v, lo, hi, med - c)
-                pb = _first_above(v, pa, hi, med + c)
+                a = med - c
+                b = med + c
+                if pa < 0:
+                    pa = _first_at_least(v, lo, hi, a)
+                    pb = _first_above(v, pa, hi, b)
+                else:  # the cuts moved a little: walk from the last positions
+                    while pa > lo and v[pa - 1] >= a:
+                        pa -= 1
+                    while pa < hi and v[pa] < a:
+                        pa += 1
+                    if pb < pa:
+                        pb = pa
+                    while pb > pa and v[pb - 1] > b:
+                        pb -= 1
+                    while pb < hi and v[pb] <= b:
+                        pb += 1
                 k = pb - pa
                 # Samples in [pa, pb) relative to med; the others sit at -c / +c.
                 m1 = (tmp[pb] - tmp[pa]) - k * dm
