@@ -586,6 +586,16 @@ def _reject_pixel(v: np.ndarray, idx: np.ndarray, n: int, tmp: np.ndarray, tmp2:
     return n, tl, th
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _put(out: np.ndarray, nlow: np.ndarray, nhigh: np.ndarray, nused: np.ndarray, y: int,
+         x: int, value: float, nl: int, nh: int, m: int) -> None:
+    """One pixel's result: the value, the samples rejected low and high, the samples kept."""
+    out[y, x] = value
+    nlow[y, x] = nl
+    nhigh[y, x] = nh
+    nused[y, x] = m
+
+
 @nb.njit(cache=True, nogil=True, fastmath=_FAST)
 def _combine(block: np.ndarray, weights: np.ndarray, method: int, low: float, high: float,
              max_iter: int, alpha: float, max_outliers: int,
@@ -614,16 +624,10 @@ def _combine(block: np.ndarray, weights: np.ndarray, method: int, low: float, hi
                     wv += weights[i]
             wvalid[y, x] = wv
             if k == 0:
-                out[y, x] = np.nan
-                nlow[y, x] = 0
-                nhigh[y, x] = 0
-                nused[y, x] = 0
+                _put(out, nlow, nhigh, nused, y, x, np.nan, 0, 0, 0)
                 continue
             if method == 2:  # median
-                out[y, x] = _median(v, idx, k)
-                nlow[y, x] = 0
-                nhigh[y, x] = 0
-                nused[y, x] = k
+                _put(out, nlow, nhigh, nused, y, x, _median(v, idx, k), 0, 0, k)
                 continue
             m, nl, nh = _reject_pixel(v, idx, k, tmp, tmp2, method, low, high, max_iter,
                                       alpha, max_outliers, hint)
@@ -739,19 +743,14 @@ def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, metho
                         wv += weights[ids[i, x]]
                     wvalid[y, X] = wv
                 if k == 0:
-                    out[y, X] = np.nan
-                    nlow[y, X] = 0
-                    nhigh[y, X] = 0
-                    nused[y, X] = 0
+                    _put(out, nlow, nhigh, nused, y, X, np.nan, 0, 0, 0)
                     continue
                 for i in range(k):
                     v[i] = vals[i, x]
                 if method == 2:
                     mid = k >> 1
-                    out[y, X] = v[mid] if k & 1 else 0.5 * (v[mid - 1] + v[mid])
-                    nlow[y, X] = 0
-                    nhigh[y, X] = 0
-                    nused[y, X] = k
+                    _put(out, nlow, nhigh, nused, y, X,
+                         v[mid] if k & 1 else 0.5 * (v[mid - 1] + v[mid]), 0, 0, k)
                     continue
                 m, nl, nh, first = k, 0, 0, 0
                 if k >= 3:

@@ -73,12 +73,12 @@ def calibrate_session(
 ) -> CalibrateResult:
     """Build (or reuse) the masters and write every calibrated light to ``out/calibrated``."""
     rep = reporter or Reporter()
-    from deepsky.pipeline.runner import no_lights_error
-
     session = force_bayer(discover(session_path), cfg.calibration.bayer_pattern)
     outp = Path(out)
     check_output_folder(outp, session.root)
     if not session.lights:
+        from deepsky.pipeline.runner import no_lights_error  # (the whole pipeline: only here)
+
         raise no_lights_error(session, outp)
     rep.start_log(outp, f"calibrate {session_path} -> {outp}")
     for w in session.warnings:
