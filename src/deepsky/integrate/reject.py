@@ -637,10 +637,7 @@ def _combine(block: np.ndarray, weights: np.ndarray, method: int, low: float, hi
                 wt = weights[idx[i]]
                 s += wt * v[i]
                 sw += wt
-            out[y, x] = s / sw if sw > 0 else np.nan
-            nlow[y, x] = nl
-            nhigh[y, x] = nh
-            nused[y, x] = m
+            _put(out, nlow, nhigh, nused, y, x, s / sw if sw > 0 else np.nan, nl, nh, m)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -760,17 +757,15 @@ def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, metho
                 if uniform:
                     for i in range(first, first + m):
                         s += v[i]
-                    out[y, X] = s / m
+                    mean = s / m
                 else:
                     sw = 0.0
                     for i in range(first, first + m):
                         wt = weights[ids[i, x]]
                         s += wt * v[i]
                         sw += wt
-                    out[y, X] = s / sw if sw > 0 else np.nan
-                nlow[y, X] = nl
-                nhigh[y, X] = nh
-                nused[y, X] = m
+                    mean = s / sw if sw > 0 else np.nan
+                _put(out, nlow, nhigh, nused, y, X, mean, nl, nh, m)
 
 
 def combine(

@@ -132,9 +132,8 @@ def frame_window(fi: FrameInput, tile: tuple[int, int, int, int], plan: StackPla
     # Warped and normalised in one pass, straight into the tile's block.
     warp_window(data, (sx0, sy0), fi.transform, (x0, y0), (th, tw), src_shape=(src_h, src_w),
                 method=plan.interpolation, clamp=plan.clamp, fill=np.nan, parallel=False,
-                out=out if data.ndim == 3 else out[0], footprint=False,
-                gain=np.broadcast_to(np.asarray(fi.mul, np.float64), (c,)),
-                offset=np.broadcast_to(np.asarray(fi.add, np.float64), (c,)))
+                out=out if data.ndim == 3 else out[0], footprint=False, gain=fi.mul,
+                offset=fi.add)
     if fi.trails:
         m = trail_mask(list(fi.trails), (x0, y0), (th, tw), margin=plan.trail_margin)
         if m.any():

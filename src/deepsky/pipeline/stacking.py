@@ -4,7 +4,6 @@ write ``stack.fits`` with its weight, coverage and rejection maps."""
 from __future__ import annotations
 
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
 import dataclasses
 import math
 import os
@@ -25,7 +24,7 @@ from deepsky.integrate.stack import FrameInput, Integration, StackPlan, integrat
 from deepsky.integrate.trails import Trail, binned_transform, object_mask, trails_from_residual
 from deepsky.io.atomic import output_error, write_text
 from deepsky.io.fits import write_fits
-from deepsky.parallel import resolve_workers
+from deepsky.parallel import map_threads, resolve_workers
 from deepsky.pipeline.registration import LightRecord
 from deepsky.register.warp import warp_image
 from deepsky.types import Transform
@@ -163,8 +162,7 @@ def find_trails(group: StackGroup, inputs: list[FrameInput], cfg: Config, cache_
     shift = Transform.translation(-group.origin[0], -group.origin[1])
     cube_path = cache_dir / f"provisional_{_slug(group.name)}.npy"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with scratch_cube(cube_path, (n, hl, wl)) as cube, \
-            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with scratch_cube(cube_path, (n, hl, wl)) as cube:
         edge = max(3, int(round(32 / f)))
 
         def put(i: int) -> None:
@@ -183,7 +181,7 @@ def find_trails(group: StackGroup, inputs: list[FrameInput], cfg: Config, cache_
             covered = ndimage.binary_erosion(covered, iterations=edge, border_value=0)
             cube[i] = np.where(covered, warped * mul + add, np.float32(np.nan))
 
-        list(pool.map(put, range(n)))  # frames on the threads (numpy and OpenCV release the GIL)
+        map_threads(put, range(n), workers=workers)  # numpy and OpenCV release the GIL
         cube.flush()
         provisional = np.empty((hl, wl), np.float32)
         step = max(8, int(64 * 1024 * 1024 / max(1, n * wl * 4)))
@@ -199,7 +197,7 @@ def find_trails(group: StackGroup, inputs: list[FrameInput], cfg: Config, cache_
                                         threshold=cfg.integration.trail_threshold)
 
         out: dict[str, list[Trail]] = {}
-        for r, found in zip(used, pool.map(search, range(n))):
+        for r, found in zip(used, map_threads(search, range(n), workers=workers)):
             if found:
                 # The border margin hid the trail's last pixels: a trail seen reaching into the
                 # margin goes on to the edge, so extend each end by the margin.
