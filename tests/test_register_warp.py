@@ -99,17 +99,24 @@ def test_integer_shift_is_exact_and_methods_agree_on_smooth_data():
         assert np.max(np.abs(out[inside] - exact[inside])) < tol, method
 
 
+def _window_equals_whole(img, t, origin, shape, whole, foot):
+    """Warp one window of the reference grid from the source band it needs; assert it is
+    the same bits (values and footprint) as that window of the whole warp; return it."""
+    y0, y1, x0, x1 = source_bounds(t, origin, shape, img.shape)
+    out, f = warp_window(img[y0:y1, x0:x1], (x0, y0), t, origin, shape, src_shape=img.shape)
+    X0, Y0 = origin
+    assert_array_equal(out, whole[Y0:Y0 + shape[0], X0:X0 + shape[1]])
+    assert_array_equal(f, foot[Y0:Y0 + shape[0], X0:X0 + shape[1]])
+    return out
+
+
 def test_window_of_a_band_equals_the_whole_warp():
     rng = np.random.default_rng(2)
     img = rng.normal(100, 10, (300, 280)).astype(np.float32)
     t = Transform(np.array([[0.998, -0.06, 12.3], [0.061, 0.999, -7.7], [1e-6, -2e-6, 1.0]]))
     whole, foot = warp_image(img, t, (310, 290))
     for origin, shape in (((100, 120), (64, 80)), ((0, 0), (50, 50)), ((250, 270), (40, 20))):
-        y0, y1, x0, x1 = source_bounds(t, origin, shape, img.shape)
-        out, f = warp_window(img[y0:y1, x0:x1], (x0, y0), t, origin, shape, src_shape=img.shape)
-        X0, Y0 = origin
-        assert_array_equal(out, whole[Y0:Y0 + shape[0], X0:X0 + shape[1]])
-        assert_array_equal(f, foot[Y0:Y0 + shape[0], X0:X0 + shape[1]])
+        _window_equals_whole(img, t, origin, shape, whole, foot)
     assert source_bounds(Transform.translation(1000, 0), (0, 0), (10, 10), img.shape) == (0, 0, 0, 0)
 
 
@@ -164,11 +171,8 @@ def test_lanczos_runs_equal_the_plain_kernel(turn):
         assert whole[y, x] == pytest.approx(_lanczos_reference(img, minv, x, y), rel=2e-6,
                                             abs=1e-3)
     for origin, shape in (((37, 41), (50, 70)), ((0, 0), (33, 200)), ((150, 120), (30, 50))):
+        out = _window_equals_whole(img, t, origin, shape, whole, foot)
         y0, y1, x0, x1 = source_bounds(t, origin, shape, img.shape)
-        out, f = warp_window(img[y0:y1, x0:x1], (x0, y0), t, origin, shape, src_shape=img.shape)
-        X0, Y0 = origin
-        assert_array_equal(out, whole[Y0:Y0 + shape[0], X0:X0 + shape[1]])
-        assert_array_equal(f, foot[Y0:Y0 + shape[0], X0:X0 + shape[1]])
         # straight into a caller's array, normalised on the way
         dest = np.empty((1,) + shape, np.float32)
         res, none = warp_window(img[y0:y1, x0:x1], (x0, y0), t, origin, shape,
