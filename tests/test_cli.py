@@ -40,3 +40,31 @@ def test_config_defaults_and_bad_set(capsys):
     assert "[calibration]" in out and "master_rejection" in out
     assert main(["config", "--set", "calibration.debayer=nope"]) == 2
     assert "calibration.debayer" in capsys.readouterr().err
+
+
+def test_the_command_line_keeps_freed_memory_for_reuse():
+    """``keep_freed_memory`` (called by ``deepsky``'s main): a freed 256 MB block comes back
+    from the process's own heap (no new pages for the kernel to zero) instead of fresh
+    memory, as it does with glibc's defaults."""
+    import platform
+    import subprocess
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's allocator only")
+    probe = (
+        "import resource, sys, numpy as np\n"
+        "from deepsky.parallel import keep_freed_memory\n"
+        "ok = keep_freed_memory() if sys.argv[1] == 'keep' else True\n"
+        "a = np.ones(64 << 20, np.float32); del a\n"
+        "f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "b = np.ones(64 << 20, np.float32)\n"
+        "print(ok, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)\n")
+    faults = {}
+    for mode in ("keep", "default"):
+        out = subprocess.run([sys.executable, "-c", probe, mode], capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert out[0] == "True"
+        faults[mode] = int(out[1])
+    # 256 MB is 65536 small pages or 128 huge ones: fresh memory faults at least 128 times
+    assert faults["default"] >= 100, faults
+    assert faults["keep"] < 20, faults

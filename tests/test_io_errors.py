@@ -177,3 +177,32 @@ def test_writes_are_atomic(tmp_path, name, monkeypatch):
     monkeypatch.setattr(atomic.os, "replace", real_replace)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_flushed_write_syncs_before_the_rename(tmp_path, monkeypatch):
+    """``flush=True`` (calibrated frames): the data reach the disk before the new name
+    appears, the file reads back whole, and a failure of the flush (a full disk seen only at
+    write-back, an I/O error) leaves no file and no temporary one."""
+    import deepsky.io.atomic as atomic
+    from deepsky.io.fits import write_fits
+
+    order: list[str] = []
+    real_sync, real_replace = atomic.os.fdatasync, atomic.os.replace
+    monkeypatch.setattr(atomic.os, "fdatasync", lambda fd: (order.append("sync"), real_sync(fd)))
+    monkeypatch.setattr(atomic.os, "replace",
+                        lambda a, b: (order.append("rename"), real_replace(a, b)))
+    data = np.arange(64 * 48, dtype=np.float32).reshape(48, 64)
+    path = write_fits(tmp_path / "c.fits", data, flush=True)
+    assert order == ["sync", "rename"]
+    np.testing.assert_array_equal(read(path).data, data)
+    order.clear()
+    write_fits(tmp_path / "plain.fits", data)
+    assert order == ["rename"]  # small outputs are not synced one by one
+
+    def failing_sync(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(atomic.os, "fdatasync", failing_sync)
+    with pytest.raises(OutputError, match=r"d\.fits: cannot write: Input/output error"):
+        write_fits(tmp_path / "d.fits", data, flush=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.fits", "plain.fits"]

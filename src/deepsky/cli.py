@@ -409,6 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A file-size limit (ulimit -f) must give a clear error, not kill the process.
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    from deepsky.parallel import keep_freed_memory
+
+    keep_freed_memory()
     try:
         rc = int(args.func(args) or 0)
     except DeepskyError as err:

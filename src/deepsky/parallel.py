@@ -16,6 +16,35 @@ from typing import Callable, Iterable, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
+def keep_freed_memory() -> bool:
+    """Ask glibc's allocator to keep the memory the process frees for its next allocations.
+
+    By default glibc hands every large block (frames, tile blocks: tens to hundreds of MB)
+    back to the kernel when it is freed and maps fresh pages for the next one, which the
+    kernel must zero: one calibrated frame after another, that is gigabytes zeroed per run,
+    and in a virtual machine whose host reclaims freed guest memory each fresh gigabyte cost
+    3-8 s of system time (docs/benchmarks.md). With large blocks served from the heap and
+    the heap not trimmed, the process reuses the pages it has; its peak memory is unchanged
+    (what is freed is reused, not added). One arena (threads share the heap): glibc's other
+    arenas are limited to 64 MB heaps and would map frames afresh. Called by the command
+    line only, never on import; a no-op (False) where the C library is not glibc."""
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+    ok = mallopt(m_arena_max, 1) == 1
+    ok &= mallopt(m_mmap_threshold, 1 << 30) == 1
+    ok &= mallopt(m_trim_threshold, 2**31 - 1) == 1
+    return bool(ok)
+
+
 def cpu_count() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))

@@ -19,6 +19,10 @@ from deepsky.parallel import map_threads
 
 # Bytes per pixel per frame while combining: the float32 block plus the kernel's working set.
 _BYTES_PER_SAMPLE = 4 * 2
+# Largest block read at once, whatever the memory budget: bands of a few hundred rows are as
+# fast to combine as the whole frame, and a small block is touched (and zeroed by the kernel)
+# once and reused for every band, instead of hundreds of megabytes of fresh memory per master.
+_BLOCK_MB = 64
 
 
 @dataclass(frozen=True)
@@ -80,11 +84,13 @@ def combine_sources(
     how = effective_method(method, n)
     channels = first.channels
     out = np.empty(shape, np.float32)
-    rows = band_rows(n, first.width, first.height, channels, memory_mb)
+    rows = band_rows(n, first.width, first.height, channels, min(memory_mb, _BLOCK_MB))
     rejected = 0
+    buf = np.empty(n * int(np.prod(shape[:-2])) * rows * shape[-1], np.float32)
     for y0 in range(0, first.height, rows):
         y1 = min(first.height, y0 + rows)
-        block = np.empty((n,) + shape[:-2] + (y1 - y0, shape[-1]), np.float32)
+        band_shape = (n,) + shape[:-2] + (y1 - y0, shape[-1])
+        block = buf[: int(np.prod(band_shape))].reshape(band_shape)  # contiguous
 
         def fill(i: int) -> None:
             b = sources[i].read_rows(y0, y1)
@@ -103,7 +109,6 @@ def combine_sources(
                                          low=sigma, high=sigma)
                 out[c, y0:y1] = res
                 rejected += int(lo.sum(dtype=np.int64) + hi.sum(dtype=np.int64))
-        del block
     total = n * int(np.prod(shape))
     return Master(
         data=out, kind=kind, n_frames=n, method=how,

@@ -329,15 +329,21 @@ def _calibration_for(b: _Builder, lights: list[FrameMeta], geom: tuple[Any, ...]
     if cfg.cosmetic:
         mask = np.zeros((example.height, example.width), bool)
         if example.channels == 1:
+            searches: list[Callable[[], np.ndarray]] = []
             if dark_master is not None:
                 current = dark_master.data - (bias_master.data if bias_master is not None else 0)
-                mask |= cosmetic.find_hot_pixels(current, bayer, sigma=cfg.hot_sigma)
-                mask |= cosmetic.find_bad_lines(current, bayer, sigma=cfg.hot_sigma)
+                searches += [
+                    lambda: cosmetic.find_hot_pixels(current, bayer, sigma=cfg.hot_sigma),
+                    lambda: cosmetic.find_bad_lines(current, bayer, sigma=cfg.hot_sigma)]
             if flat_norm is not None:
-                mask |= cosmetic.find_cold_pixels(flat_norm, bayer, sigma=cfg.cold_sigma)
-                mask |= cosmetic.find_bad_lines(flat_norm, bayer, sigma=cfg.cold_sigma,
-                                                min_level=0.02)
+                searches += [
+                    lambda: cosmetic.find_cold_pixels(flat_norm, bayer, sigma=cfg.cold_sigma),
+                    lambda: cosmetic.find_bad_lines(flat_norm, bayer, sigma=cfg.cold_sigma,
+                                                    min_level=0.02)]
                 mask |= flat_low
+            # independent searches (OpenCV and numpy release the GIL): side by side
+            for found in map_threads(lambda search: search(), searches):
+                mask |= found
             mask |= _light_defects(b, lights, bayer, bias_master, dark_master)
             defects = b.defect_map(mask, bayer, f"{example.filter or 'nofilter'}", lname)
             notes.append(f"{defects.count} defective pixels")

@@ -441,8 +441,10 @@ def write_fits(
     dtype: Any = np.float32,
     extensions: Sequence[tuple[str, np.ndarray, Mapping[str, Any] | None]] = (),
     overwrite: bool = True,
+    flush: bool = False,
 ) -> Path:
-    """Write ``data`` (``(H, W)`` or ``(3, H, W)``) as FITS, atomically.
+    """Write ``data`` (``(H, W)`` or ``(3, H, W)``) as FITS, atomically (``flush``: on disk
+    and out of the page cache before the rename, see :func:`deepsky.io.atomic.atomic_path`).
 
     ``dtype`` is float32 by default; ``np.uint16`` writes BITPIX 16 with BZERO 32768 (values
     are rounded and clipped to 0..65535). ``extensions`` are extra image HDUs
@@ -469,7 +471,7 @@ def write_fits(
         for k, v in (ext_cards or {}).items():
             ext.header[k] = v
         hdus.append(ext)
-    with atomic_path(final) as tmp:
+    with atomic_path(final, flush=flush) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", VerifyWarning)
             warnings.simplefilter("ignore", AstropyUserWarning)

@@ -128,7 +128,7 @@ def _calibrate_one(meta: FrameMeta, plan: CalibrationPlan, cfg: Config, dest: Pa
         check_pattern(None, cfa="xtrans", where=f"{meta.path}: ")
     path = dest / output_name(meta.path)
     write_fits(path, data, meta=out_meta, history=list(_old_history(meta)) + history,
-               cards={"CALSTAT": _calstat(cal)})
+               cards={"CALSTAT": _calstat(cal)}, flush=True)
     return path, scale
 
 

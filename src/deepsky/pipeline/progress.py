@@ -37,6 +37,19 @@ def fault_point(name: str, count: int) -> None:
         os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'KILL'}"))
 
 
+def _cpu() -> tuple[float, float, float]:
+    """This process's and its finished children's user and system seconds and page faults
+    (system time is mostly fresh memory being zeroed by the kernel: see docs/benchmarks.md)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return (0.0, 0.0, 0.0)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (me.ru_utime + kids.ru_utime, me.ru_stime + kids.ru_stime,
+            me.ru_minflt + kids.ru_minflt + me.ru_majflt + kids.ru_majflt)
+
+
 @dataclass
 class Step:
     name: str
@@ -133,6 +146,7 @@ class Reporter:
     def stage(self, name: str, total: int = 0) -> Iterator[Step]:
         """Time a stage and show its progress."""
         t0 = time.perf_counter()
+        cpu0 = _cpu()
         if self.interactive and total > 1:
             from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -170,3 +184,6 @@ class Reporter:
         dt = time.perf_counter() - t0
         self.timings[name] = self.timings.get(name, 0.0) + dt
         self.info(f"{name} done in {dt:.1f} s")
+        user, system, faults = (b - a for a, b in zip(cpu0, _cpu()))
+        self.detail(f"{name} cpu: {user:.1f} s user, {system:.1f} s system, "
+                    f"{faults:.0f} page faults")
