@@ -55,3 +55,49 @@ def test_bad_column_and_spikes():
     light[70, 20] += 3000
     spikes = cosmetic.find_spikes(light, None)
     assert spikes[70, 20] and not spikes[35:46, 45:56].any()
+
+
+def _plain_apply(dm, data, y0=0, x0=0):
+    """The replacement rule in plain numpy: median of the finite inner-ring neighbours inside
+    the region, of the whole ring when fewer than 2 of those; untouched when none."""
+    out = data.copy()
+    planes = out if out.ndim == 3 else out[None]
+    src = data if data.ndim == 3 else data[None]
+    h, w = planes.shape[1:]
+    for i in range(dm.count):
+        y, x = dm.ys[i] - y0, dm.xs[i] - x0
+        if not (0 <= y < h and 0 <= x < w):
+            continue
+        for p, plane in enumerate(planes):
+            def ring(k):
+                v = [src[p, dm.ny[i, j] - y0, dm.nx[i, j] - x0] for j in range(k)
+                     if dm.ny[i, j] >= 0 and 0 <= dm.ny[i, j] - y0 < h
+                     and 0 <= dm.nx[i, j] - x0 < w]
+                return [a for a in v if np.isfinite(a)]
+            v = ring(4)
+            if len(v) < 2:
+                v = ring(8)
+            if v:
+                plane[y, x] = np.median(np.array(v, np.float32))
+    return out
+
+
+@pytest.mark.parametrize("bayer", [None, "RGGB", "GBRG"])
+def test_defect_replacement_equals_the_plain_rule(bayer):
+    """Clustered defects (neighbours that are defects themselves), missing (NaN) neighbours,
+    frame and band edges, colour images: the same values as the rule written out pixel by
+    pixel."""
+    rng = np.random.default_rng(5)
+    h, w = 90, 70
+    mask = rng.random((h, w)) < 0.08
+    mask[40:44, 30:34] = True  # a cluster: inner neighbours missing
+    mask[0, :5] = mask[:, -1] = True  # frame edges
+    dm = cosmetic.DefectMap(mask, bayer)
+    img = rng.normal(100, 5, (h, w)).astype(np.float32)
+    img[rng.random((h, w)) < 0.05] = np.nan
+    np.testing.assert_array_equal(dm.apply(img.copy()), _plain_apply(dm, img))
+    band = img[17:61, 9:55].copy()
+    np.testing.assert_array_equal(dm.apply(band.copy(), y0=17, x0=9),
+                                  _plain_apply(dm, band, 17, 9))
+    rgb = rng.normal(50, 2, (3, h, w)).astype(np.float32)
+    np.testing.assert_array_equal(dm.apply(rgb.copy()), _plain_apply(dm, rgb))

@@ -75,3 +75,44 @@ def test_transform_and_mask_window():
     assert (moved.x0, moved.y0, moved.x1, moved.y1) == (15, 17, 115, 17)
     win = trail_mask([t], (50, 0), (20, 20), margin=1)
     assert win[10, 5] and win[13, 5] and not win[14, 5]
+
+
+def test_bin_image_is_the_block_mean():
+    """Binned images (trail search, phase registration) are the means of whole factor x
+    factor blocks, a partial last block dropped, NaN-aware where pixels are missing."""
+    from deepsky.integrate.trails import bin_image
+
+    rng = np.random.default_rng(3)
+    img = rng.normal(200, 15, (203, 150)).astype(np.float32)
+    for f in (1, 2, 4, 5):
+        h, w = 203 // f * f, 150 // f * f
+        want = img[:h, :w].astype(np.float64).reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+        got = bin_image(img, f)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    img[10, 12] = np.nan
+    got = bin_image(img, 4)
+    block = np.delete(img[8:12, 12:16].ravel(), 2 * 4 + 0)
+    assert got[2, 3] == pytest.approx(block.astype(np.float64).mean(), rel=1e-6)
+    assert np.isfinite(got).all()
+
+
+@pytest.mark.parametrize("kind", ["affine", "homography"])
+def test_trail_search_warp_is_the_nearest_neighbour_warp(kind):
+    """The trail search's OpenCV resampling gives warp_image's nearest-neighbour values
+    (NaN outside the frame and where the frame has NaN)."""
+    from deepsky.pipeline.stacking import _warp_nearest
+    from deepsky.register.warp import warp_image
+
+    rng = np.random.default_rng(4)
+    img = rng.normal(100, 5, (120, 150)).astype(np.float32)
+    img[40, 60] = np.nan
+    m = np.array([[0.9993, 0.0371, 4.3], [-0.0371, 0.9993, -6.2], [0.0, 0.0, 1.0]])
+    if kind == "homography":
+        m[2, :2] = (2e-5, -1e-5)
+    t = Transform(m)
+    want, _ = warp_image(img, t, (110, 160), method="nearest", clamp=False, parallel=False)
+    got = _warp_nearest(img, t, (110, 160))
+    same = (got == want) | (np.isnan(got) & np.isnan(want))
+    assert same.mean() > 0.999 and np.isnan(want).sum() > 1000
+    assert np.isnan(got[~np.isnan(want)]).sum() <= 1

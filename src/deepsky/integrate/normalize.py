@@ -96,8 +96,9 @@ def pixel_noise(plane: np.ndarray, *, max_samples: int = 200_000) -> float:
     if n > max_samples and _all_finite(plane):
         # The same differences as below, only those sampled are computed.
         f = np.arange(0, n, n // max_samples + 1)
-        r, c = f // (w - 1), f % (w - 1)
-        d = plane[r, c + 1] - plane[r, c]
+        i = f + f // (w - 1)  # flat index of pair f's left pixel (row r = f // (w - 1))
+        flat = plane.reshape(-1) if plane.flags.c_contiguous else np.ravel(plane)
+        d = flat[i + 1] - flat[i]
     else:
         d = (plane[:, 1:] - plane[:, :-1]).ravel()
         d = d[np.isfinite(d)]

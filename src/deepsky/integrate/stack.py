@@ -256,7 +256,7 @@ def integrate(inputs: Sequence[FrameInput], plan: StackPlan, backend: Any = None
 def _save_tile(path: Any, t: TileResult) -> None:
     from deepsky.io.atomic import atomic_path
 
-    with atomic_path(path, suffix=".npz") as tmp:
+    with atomic_path(path, suffix=".npz", flush=True) as tmp:  # read back only on a restart
         with open(tmp, "wb") as fh:
             np.savez(fh, box=np.array([t.y0, t.y1, t.x0, t.x1]), data=t.data, low=t.low,
                      high=t.high, used=t.used, weight=t.weight)

@@ -56,12 +56,16 @@ class Step:
     total: int
     _advance: "object" = None
     done: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def advance(self, n: int = 1) -> None:
-        self.done += n
+        """Count ``n`` items done (from any thread)."""
+        with self._lock:
+            self.done += n
+            done = self.done
         if self._advance is not None:
             self._advance(n)  # type: ignore[operator]
-        fault_point(self.name.split()[0], self.done)
+        fault_point(self.name.split()[0], done)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from deepsky.config import Config
 from deepsky.detect.quality import choose_reference, select_frames
 from deepsky.errors import ConfigError, RegistrationError
 from deepsky.io.sources import FrameSource
+from deepsky.parallel import map_threads
 from deepsky.pipeline.analysis import FrameAnalysis
 from deepsky.register.match import refine_match
 from deepsky.register.phase import phase_correlate
@@ -187,11 +188,8 @@ def register_lights(records: list[LightRecord], cfg: Config, *, progress: Any = 
                                     model=cfg.registration.model,
                                     n_matches=len(ref.analysis.stars), rms_px=0.0)
     ref.flux_ratio = 1.0
-    for r in records:
-        if r is ref:
-            continue
-        if not r.used:
-            continue
+
+    def one(r: LightRecord) -> None:
         reg = register_frame(r.analysis.stars, ref.analysis.stars,
                              model=cfg.registration.model, min_matches=cfg.registration.min_matches,
                              max_rms=cfg.registration.max_rms, phase_fallback=False)
@@ -204,6 +202,10 @@ def register_lights(records: list[LightRecord], cfg: Config, *, progress: Any = 
             r.flux_ratio = flux_ratio(r.analysis.stars, ref.analysis.stars, reg.transform)
         if progress is not None:
             progress()
+
+    # Each frame against the reference, independently: on the worker threads (the triangle
+    # search and the k-d tree queries are numpy and scipy code that release the GIL).
+    map_threads(one, [r for r in records if r is not ref and r.used], workers=cfg.run.workers)
     return ref_i
 
 
