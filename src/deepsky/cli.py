@@ -6,6 +6,7 @@ A :class:`~deepsky.errors.DeepskyError` becomes one line on stderr and exit code
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -418,6 +419,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deepsky: error: {err}", file=sys.stderr)
         _close_log(args, f"error: {err}")
         return 2
+    except BrokenPipeError:  # output piped into a command that stopped reading (head)
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _close_log(args, "output pipe closed")
+        return 1
     except KeyboardInterrupt:
         resumes = args.command in ("run", "stack", "register", "calibrate")
         print("deepsky: interrupted" + (" (finished steps are kept: the same command resumes)"
