@@ -68,3 +68,19 @@ def test_the_command_line_keeps_freed_memory_for_reuse():
     # 256 MB is 65536 small pages or 128 huge ones: fresh memory faults at least 128 times
     assert faults["default"] >= 100, faults
     assert faults["keep"] < 20, faults
+
+
+def test_output_into_a_closed_pipe_ends_without_a_traceback():
+    """``deepsky config --defaults | head -1``: the reader has gone when deepsky writes;
+    deepsky exits with code 1 and nothing on stderr (no traceback, no 'Exception ignored')."""
+    import os
+
+    r, w = os.pipe()
+    os.close(r)  # nobody reads: the first write fails with EPIPE
+    try:
+        res = subprocess.run([sys.executable, "-m", "deepsky.cli", "config", "--defaults"],
+                             stdout=w, stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(w)
+    assert res.returncode == 1
+    assert res.stderr.decode() == ""
