@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 
 from deepsky.types import Transform
@@ -355,21 +356,33 @@ def _extent(z: np.ndarray, along: np.ndarray, core: np.ndarray,
     if not on.any():
         return None
     tau = 0.5 * float(np.median(sm[on]))
-    best, a, b = -np.inf, 0, -1
-    run, start = 0.0, 0
-    for i, m in enumerate(mean - tau):
-        if run <= 0:
-            run, start = m, i
-        else:
-            run += m
-        if run > best:
-            best, a, b = run, start, i
+    a, b = _max_run(mean - tau)
     if b - a < min_length:
         return None
     # The ends of a faint trail fade into the noise: extend 5 % on each side, the cheaper
     # error (a few more masked pixels in one frame) than leaving a trail's end in the stack.
     ext = 0.05 * (b - a)
     return t0 + a - ext, t0 + b + 1 + ext
+
+
+@nb.njit(cache=True, nogil=True)
+def _max_run(v: np.ndarray) -> tuple[int, int]:
+    """First and last index of the stretch of ``v`` with the largest sum (Kadane; the
+    earliest such stretch, starting after the last non-positive running sum)."""
+    best = -np.inf
+    a, b = 0, -1
+    run = 0.0
+    start = 0
+    for i in range(v.size):
+        if run <= 0:
+            run = v[i]
+            start = i
+        else:
+            run += v[i]
+        if run > best:
+            best = run
+            a, b = start, i
+    return a, b
 
 
 def _blank_segment(z: np.ndarray, seg: tuple[float, float, float, float], half: float) -> None:
