@@ -37,17 +37,19 @@ def fault_point(name: str, count: int) -> None:
         os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'KILL'}"))
 
 
-def _cpu() -> tuple[float, float, float]:
-    """This process's and its finished children's user and system seconds and page faults
-    (system time is mostly fresh memory being zeroed by the kernel: see docs/benchmarks.md)."""
+def _cpu() -> tuple[float, float, float, float]:
+    """This process's and its finished children's user and system seconds and page faults,
+    and the process's peak resident memory in MB (system time is mostly fresh memory being
+    zeroed by the kernel: see docs/benchmarks.md)."""
     try:
         import resource
     except ImportError:  # not on Windows
-        return (0.0, 0.0, 0.0)
+        return (0.0, 0.0, 0.0, 0.0)
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (me.ru_utime + kids.ru_utime, me.ru_stime + kids.ru_stime,
-            me.ru_minflt + kids.ru_minflt + me.ru_majflt + kids.ru_majflt)
+            me.ru_minflt + kids.ru_minflt + me.ru_majflt + kids.ru_majflt,
+            me.ru_maxrss / 1024.0)  # kB on Linux
 
 
 @dataclass
@@ -188,6 +190,7 @@ class Reporter:
         dt = time.perf_counter() - t0
         self.timings[name] = self.timings.get(name, 0.0) + dt
         self.info(f"{name} done in {dt:.1f} s")
-        user, system, faults = (b - a for a, b in zip(cpu0, _cpu()))
+        now = _cpu()
+        user, system, faults = (b - a for a, b in zip(cpu0[:3], now[:3]))
         self.detail(f"{name} cpu: {user:.1f} s user, {system:.1f} s system, "
-                    f"{faults:.0f} page faults")
+                    f"{faults:.0f} page faults; peak memory so far {now[3]:.0f} MB")
