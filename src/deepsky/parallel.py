@@ -16,6 +16,7 @@ from typing import Callable, Iterable, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
+
 def keep_freed_memory() -> bool:
     """Ask glibc's allocator to keep the memory the process frees for its next allocations.
 
@@ -24,8 +25,8 @@ def keep_freed_memory() -> bool:
     kernel must zero: one calibrated frame after another, that is gigabytes zeroed per run,
     and in a virtual machine whose host reclaims freed guest memory each fresh gigabyte cost
     3-8 s of system time (docs/benchmarks.md). With large blocks served from the heap and
-    the heap not trimmed, the process reuses the pages it has; its peak memory is unchanged
-    (what is freed is reused, not added). One arena (threads share the heap): glibc's other
+    the heap not trimmed, the process reuses the pages it has; its peak memory stays within a
+    few percent (what is freed is reused; a fragmented heap grows a little). One arena (threads share the heap): glibc's other
     arenas are limited to 64 MB heaps and would map frames afresh. Called by the command
     line only, never on import; a no-op (False) where the C library is not glibc."""
     import ctypes

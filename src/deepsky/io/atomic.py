@@ -64,7 +64,10 @@ def _flush_and_forget(p: Path) -> None:
     """Write ``p``'s data to disk and drop it from the page cache (where the OS allows)."""
     fd = os.open(p, os.O_RDONLY)
     try:
-        os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
+        if hasattr(os, "fdatasync"):
+            os.fdatasync(fd)
+        else:  # macOS
+            os.fsync(fd)
         if hasattr(os, "posix_fadvise"):
             with contextlib.suppress(OSError):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
