@@ -14,12 +14,11 @@ light calibration (its file conversion is not timed by Siril and not counted).
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import sys
-from pathlib import Path
 
-from common import RESULTS, deepsky, median, save, session, siril, siril_available, table
+from common import (RESULTS, deepsky, median, save, session, siril, siril_available,
+                    stage_times, table)
 
 
 def main() -> int:
@@ -41,7 +40,8 @@ def main() -> int:
         r = deepsky("calibrate", str(folder), "-o", str(out), "-q",
                     "--set", "calibration.debayer=none")
         ours.append((r.wall_s, r.peak_mb))
-        stages.append(_stage_seconds(out / "deepsky.log"))
+        times = stage_times((out / "deepsky.log").read_text())
+        stages.append(times.get("masters", 0.0) + times.get("calibrate", 0.0))
     shutil.rmtree(out, ignore_errors=True)
     rows = [["deepsky calibrate (whole command)", median([w for w, _ in ours]),
              max(m for _, m in ours)]]
@@ -68,16 +68,6 @@ def main() -> int:
               "figure: its commands' own times)")
     print(f"results: {save(name, data)}")
     return 0
-
-
-def _stage_seconds(log: Path) -> float:
-    """Sum of the "masters done in" and "calibrate done in" times of deepsky's log."""
-    total = 0.0
-    for line in log.read_text().splitlines():
-        m = re.search(r"(masters|calibrate) done in ([0-9.]+) s", line)
-        if m:
-            total += float(m.group(2))
-    return total
 
 
 if __name__ == "__main__":

@@ -23,17 +23,8 @@ import argparse
 import shutil
 import sys
 
-import re
-
-from common import RESULTS, deepsky, machine, median, save, session, siril, siril_available, table
-
-
-def stage_times(output: str) -> dict[str, float]:
-    """The "<stage> done in X s" lines deepsky prints (not with -q)."""
-    out: dict[str, float] = {}
-    for name, secs in re.findall(r"^(\w+)(?: \S+)? done in ([\d.]+) s", output, re.M):
-        out[name] = out.get(name, 0.0) + float(secs)
-    return out
+from common import (RESULTS, deepsky, machine, median, save, session, siril, siril_available,
+                    stage_times, table)
 
 
 def make(n: int, bayer: str | None) -> object:

@@ -141,6 +141,16 @@ def siril(folder: Path, *, cfa: bool = False) -> SirilRun:
     return SirilRun(wall, peak, steps, out / "siril.log")
 
 
+def stage_times(text: str) -> dict[str, float]:
+    """Seconds per stage from deepsky's "<stage> done in X s" lines, as printed (not with -q)
+    or in deepsky.log (each line after its UTC time)."""
+    out: dict[str, float] = {}
+    for name, secs in re.findall(r"^(?:\S+T\S+ )?(\w+)(?: \S+)? done in ([\d.]+) s", text,
+                                 re.M):
+        out[name] = out.get(name, 0.0) + float(secs)
+    return out
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

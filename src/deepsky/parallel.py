@@ -26,9 +26,10 @@ def keep_freed_memory() -> bool:
     and in a virtual machine whose host reclaims freed guest memory each fresh gigabyte cost
     3-8 s of system time (docs/benchmarks.md). With large blocks served from the heap and
     the heap not trimmed, the process reuses the pages it has; its peak memory stays within a
-    few percent (what is freed is reused; a fragmented heap grows a little). One arena (threads share the heap): glibc's other
-    arenas are limited to 64 MB heaps and would map frames afresh. Called by the command
-    line only, never on import; a no-op (False) where the C library is not glibc."""
+    few percent (what is freed is reused; a fragmented heap grows a little). One arena
+    (threads share the heap): glibc's other arenas are limited to 64 MB heaps and would map
+    frames afresh. Called by the command line only, never on import; a no-op (False) where
+    the C library is not glibc."""
     import ctypes
     import platform
 

@@ -229,7 +229,6 @@ def _replace_defects(plane: np.ndarray, ys: np.ndarray, xs: np.ndarray, ny: np.n
         x = xs[i] - x0
         if y < 0 or y >= h or x < 0 or x >= w:
             continue
-        k = 0
         for ring in (4, ny.shape[1]):
             k = 0
             for j in range(ring):
