@@ -206,3 +206,37 @@ def test_flushed_write_syncs_before_the_rename(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match=r"d\.fits: cannot write: Input/output error"):
         write_fits(tmp_path / "d.fits", data, flush=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.fits", "plain.fits"]
+
+
+def test_readers_silence_warnings_safely_from_many_threads():
+    """Frames are read on several threads at once: the readers' warning silencer must hold
+    for each block however the blocks of other threads overlap (``catch_warnings`` restores
+    the process-wide filters another thread still relies on), and put the filters back when
+    the last block ends."""
+    import threading
+    import time
+    import warnings
+
+    from deepsky.io._common import no_warnings
+
+    escaped = []
+
+    def reader(k: int) -> None:
+        for i in range(300):
+            with no_warnings():
+                time.sleep(0.0002 * ((k + i) % 3))
+                try:
+                    warnings.warn("non-standard card", UserWarning)
+                except UserWarning as err:
+                    escaped.append(err)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        threads = [threading.Thread(target=reader, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert escaped == []
+        with pytest.raises(UserWarning):
+            warnings.warn("after the readers", UserWarning)

@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from deepsky.errors import InputError, OutputError
+
+
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_quiet_saved: list = []
+
+
+@contextlib.contextmanager
+def no_warnings() -> Iterator[None]:
+    """Silence warnings for the block (the libraries' chatter about non-standard cards and
+    tags: the readers' own checks turn what matters into an InputError), safely from many
+    threads at once. ``warnings.catch_warnings`` saves and restores the process-wide filter
+    list, so blocks overlapping on two threads restore each other's state: one frame's header
+    read while another ended its block warned after all (an error under pytest's
+    ``filterwarnings = error``: a flaky test). Here the first block to start installs the
+    filter and the last to end restores the list."""
+    global _quiet_depth, _quiet_saved
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _quiet_saved = warnings.filters[:]
+            warnings.simplefilter("ignore")
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                warnings.filters[:] = _quiet_saved
+                getattr(warnings, "_filters_mutated", lambda: None)()  # drop cached lookups
 
 
 def check_input_file(path: Path, what: str) -> int:

@@ -13,19 +13,17 @@ import io
 import os
 import re
 import unicodedata
-import warnings
 import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from astropy.io import fits
-from astropy.io.fits.verify import VerifyError, VerifyWarning
-from astropy.utils.exceptions import AstropyUserWarning
+from astropy.io.fits.verify import VerifyError
 
 from deepsky.errors import InputError, OutputError
 from deepsky.io._common import check_image_array, check_input_file, owned_float32, read_head
-from deepsky.io._common import to_integer
+from deepsky.io._common import no_warnings, to_integer
 from deepsky.io._common import short as _short
 from deepsky.io.atomic import atomic_path
 from deepsky.io.headers import as_float, first, header_cards_from_meta, meta_from_header
@@ -86,10 +84,9 @@ def _open(path: Path, *, memmap: bool) -> Iterator[fits.HDUList]:
         _check_axes(src.read(_HEAD_BYTES), path)
         src.seek(0)
         try:
-            with warnings.catch_warnings():
+            with no_warnings():
                 # astropy warns about truncated files and non-standard cards; the checks in
                 # the readers turn the problems that matter into an InputError.
-                warnings.simplefilter("ignore")
                 hdul = fits.open(src, mode="readonly", memmap=memmap and not gz,
                                  lazy_load_hdus=False)
         except FITS_ERRORS as err:
@@ -99,8 +96,7 @@ def _open(path: Path, *, memmap: bool) -> Iterator[fits.HDUList]:
                 why = "it does not start with a SIMPLE card"
             raise InputError(path, f"not a readable FITS file ({why})") from err
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # astropy verifies cards lazily, and warns
+            with no_warnings():  # astropy verifies cards lazily, and warns
                 yield hdul
         except FITS_ERRORS as err:  # a damaged card or data block, met by the reader's code
             raise InputError(path, f"not a readable FITS file ({_short(err)})") from err
@@ -259,8 +255,7 @@ def read_fits(path: str | os.PathLike) -> Frame:
         _check_complete(hdul, index, hdu, p)
         header = hdu.header.copy()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with no_warnings():
                 raw = hdu.data
                 if raw is None:
                     raise InputError(p, "no pixel data")
@@ -311,8 +306,7 @@ def read_fits_rows(path: str | os.PathLike, y0: int, y1: int) -> np.ndarray:
             raise InputError(p, f"rows y0={y0}, y1={y1} are outside the image (height {h})")
         _check_complete(hdul, index, hdu, p)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with no_warnings():
                 sec = np.asarray(hdu.section[..., int(y0):int(y1), :], dtype=np.float32)
         except FITS_ERRORS as err:
             raise InputError(p, f"cannot read rows {y0}:{y1}, the file is corrupt or "
@@ -357,8 +351,7 @@ def build_header(
     explicit cards; HISTORY lines appended at the end."""
     out = fits.Header()
     src = header if header is not None else (meta.header if meta is not None else None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", VerifyWarning)
+    with no_warnings():
         for key, value, comment in _clean_cards(src):
             try:
                 out[key] = (fits_text(value), fits_text(comment))
@@ -415,8 +408,7 @@ def embedded_cards(
 def header_from_cards(cards: Iterable[tuple[str, Any, str]]) -> fits.Header:
     """A FITS header from ``(key, value, comment)`` triples; unusable cards are skipped."""
     out = fits.Header()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", VerifyWarning)
+    with no_warnings():
         for key, value, comment in cards:
             try:
                 out.append(fits.Card(str(key), value, str(comment or "")), end=True)
@@ -472,8 +464,6 @@ def write_fits(
             ext.header[k] = v
         hdus.append(ext)
     with atomic_path(final, flush=flush) as tmp:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", VerifyWarning)
-            warnings.simplefilter("ignore", AstropyUserWarning)
+        with no_warnings():
             fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
     return final

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import struct
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from PIL import Image
 
 from deepsky.errors import InputError, OutputError
 from deepsky.io._common import check_image_array, check_input_file, owned_float32, read_head
-from deepsky.io._common import short
+from deepsky.io._common import no_warnings, short
 from deepsky.io.atomic import atomic_path
 from deepsky.types import Frame, FrameMeta
 
@@ -47,8 +46,7 @@ def read_image(path: str | os.PathLike) -> Frame:
     with _open(p) as im:
         channels, bit_depth, convert = _mode_info(im, p)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with no_warnings():
                 im.load()
                 src = im.convert(convert) if convert else im
                 arr = np.asarray(src)
@@ -114,8 +112,7 @@ def _sniff(path: Path) -> str:
 
 def _open(path: Path) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with no_warnings():
             return Image.open(path, formats=("PNG", "JPEG"))
     except Image.DecompressionBombError as err:
         raise InputError(path, f"image too large to decode safely ({short(err)})") from err

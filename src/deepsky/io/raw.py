@@ -34,7 +34,6 @@ import struct
 import sys
 import tempfile
 import threading
-import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -44,7 +43,7 @@ import rawpy
 from astropy.io import fits
 
 from deepsky.errors import InputError
-from deepsky.io._common import check_input_file, owned_float32, short
+from deepsky.io._common import check_input_file, no_warnings, owned_float32, short
 from deepsky.io.fits import fits_text
 from deepsky.types import BAYER_PATTERNS, Frame, FrameMeta
 
@@ -189,8 +188,7 @@ def _read(path: Path, *, with_data: bool) -> tuple[np.ndarray | None, FrameMeta]
 
 def _read_libraw(path: Path, *, with_data: bool) -> tuple[np.ndarray | None, FrameMeta]:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with no_warnings():
             raw = rawpy.imread(os.fspath(path))
     except rawpy.LibRawFileUnsupportedError as err:
         raise InputError(path, "not a camera RAW file LibRaw can read (unsupported format, "
@@ -206,8 +204,7 @@ def _read_libraw(path: Path, *, with_data: bool) -> tuple[np.ndarray | None, Fra
 
     with raw:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with no_warnings():
                 info = _libraw_info(raw, path, with_data=with_data)
         except InputError:
             raise

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 
 from deepsky.errors import InputError
 from deepsky.io import format_of, read, read_meta
+from deepsky.io._common import no_warnings
 from deepsky.io.atomic import atomic_path
 from deepsky.io.fits import FITS_ERRORS, check_scaling
 from deepsky.types import FrameMeta
@@ -181,8 +181,7 @@ def _fits_layout(p: Path) -> tuple[int, str, tuple[int, ...], float, float, int 
     from astropy.io import fits
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with no_warnings():
             with fits.open(p, mode="readonly", memmap=True, lazy_load_hdus=False) as hdul:
                 for i, hdu in enumerate(hdul):
                     if isinstance(hdu, fits.CompImageHDU):

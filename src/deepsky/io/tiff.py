@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -32,7 +31,7 @@ import tifffile
 
 from deepsky.errors import InputError, OutputError
 from deepsky.io._common import check_image_array, check_input_file, owned_float32, read_head
-from deepsky.io._common import short, to_integer
+from deepsky.io._common import no_warnings, short, to_integer
 from deepsky.io.atomic import atomic_path
 from deepsky.io.fits import embedded_cards, header_from_cards
 from deepsky.io.headers import meta_from_header
@@ -55,8 +54,7 @@ def read_tiff(path: str | os.PathLike) -> Frame:
     with _open(p) as tif:
         page, geometry = _first_image(tif, p)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with no_warnings():
                 raw = page.asarray()
         except Exception as err:  # tifffile and its codecs raise many kinds on bad data
             if "imagecodecs" in str(err):
@@ -133,8 +131,7 @@ def _open(path: Path) -> tifffile.TiffFile:
         raise InputError(path, f"not a TIFF file (starts with {head!r}, expected 'II*' or "
                                "'MM*')")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with no_warnings():
             return tifffile.TiffFile(path, mode="rb")
     except Exception as err:  # TiffFileError, struct.error, ValueError, ... on corrupt files
         raise InputError(path, f"not a readable TIFF file ({short(err)})") from err

@@ -23,7 +23,6 @@ import io
 import os
 import re
 import struct
-import warnings
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 
 from deepsky.errors import InputError
 from deepsky.io._common import check_image_array, check_input_file, owned_float32, read_head
-from deepsky.io._common import short
+from deepsky.io._common import no_warnings, short
 from deepsky.io.atomic import atomic_path
 from deepsky.io.fits import embedded_cards, header_from_cards
 from deepsky.io.headers import meta_from_header
@@ -80,8 +79,7 @@ def read_xisf(path: str | os.PathLike) -> Frame:
             raise InputError(p, f"truncated file: the pixel data end at byte {end}, the file "
                                 f"has {size} bytes")
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with no_warnings(), contextlib.redirect_stdout(io.StringIO()):
             block = np.asarray(doc.read_image(0, data_format="channels_first"))
     except Exception as err:  # the xisf package raises many kinds on damaged data blocks
         raise InputError(p, f"cannot read the XISF pixel data, the file is corrupt or "
@@ -154,8 +152,7 @@ def _open(path: Path) -> Any:
         from xisf import XISF
 
         # The xisf package prints (on stdout) each property type it does not know.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with no_warnings(), contextlib.redirect_stdout(io.StringIO()):
             return XISF(os.fspath(path))
     except Exception as err:  # ValueError, ET.ParseError, KeyError, ... on a damaged header
         raise InputError(path, f"not a readable XISF file, the header is damaged "
