@@ -33,26 +33,33 @@ def _same_color_planes(image: np.ndarray, bayer: str | None) -> list[tuple[slice
 
 def local_residual(image: np.ndarray, bayer: str | None, size: int = 5) -> np.ndarray:
     """Image minus the median of its same-colour neighbourhood (``size`` x ``size`` of the
-    same colour; OpenCV's median for 3 and 5, scipy's otherwise)."""
+    same colour; OpenCV's median for 3 and 5, scipy's otherwise). The median is computed
+    into the result and subtracted in place: one full-size array, no temporaries."""
     import cv2
 
-    out = np.empty_like(image, dtype=np.float32)
+    out = np.empty(image.shape, dtype=np.float32)
     for sl in _same_color_planes(image, bayer):
         plane = np.ascontiguousarray(image[sl], dtype=np.float32)
+        dst = out[sl]
+        target = dst if dst.flags.c_contiguous else None  # a mosaic's colour plane is strided
         if size in (3, 5) and min(plane.shape) > size and np.isfinite(plane).all():
-            med = cv2.medianBlur(plane, size)
+            med = cv2.medianBlur(plane, size, dst=target)
         else:
-            med = ndimage.median_filter(plane, size=size, mode="reflect")
-        out[sl] = plane - med
+            med = ndimage.median_filter(plane, size=size, mode="reflect", output=target)
+        np.subtract(plane, med, out=dst)
     return out
 
 
 def robust_sigma(values: np.ndarray) -> float:
-    v = values[np.isfinite(values)]
+    """1.4826 x the median absolute deviation of the finite values (computed on one copy of
+    them, in place)."""
+    v = values[np.isfinite(values)]  # a copy: ours to reorder
     if v.size == 0:
         return 0.0
-    med = np.median(v)
-    return float(_MAD * np.median(np.abs(v - med)))
+    med = np.median(v, overwrite_input=True)
+    v -= med
+    np.abs(v, out=v)
+    return float(_MAD * np.median(v, overwrite_input=True))
 
 
 def find_hot_pixels(dark: np.ndarray, bayer: str | None, *, sigma: float = 5.0,
@@ -89,8 +96,7 @@ def find_bad_lines(image: np.ndarray, bayer: str | None, *, sigma: float = 5.0,
         plane = np.asarray(image[sl], dtype=np.float32)
         pix_noise = robust_sigma(local_residual(plane, None, size=3)[::2, ::2])
         for axis in (0, 1):  # axis 0: one median per column (down the rows)
-            prof = (np.median(plane, axis=axis) if np.isfinite(plane).all()
-                    else np.nanmedian(plane, axis=axis))
+            prof = _line_medians(plane, axis)
             if prof.size < 7:
                 continue
             base = ndimage.median_filter(prof, size=7, mode="reflect")
@@ -110,6 +116,18 @@ def find_bad_lines(image: np.ndarray, bayer: str | None, *, sigma: float = 5.0,
     return mask
 
 
+def _line_medians(plane: np.ndarray, axis: int, chunk: int = 256) -> np.ndarray:
+    """``np.median(plane, axis)`` (``nanmedian`` where a line has NaN), a block of lines at
+    a time: numpy copies what it partitions, so a block costs a block's copy, not the
+    frame's."""
+    parts = []
+    for i in range(0, plane.shape[1 - axis], chunk):
+        blk = plane[:, i:i + chunk] if axis == 0 else plane[i:i + chunk]
+        parts.append(np.median(blk, axis=axis) if np.isfinite(blk).all()
+                     else np.nanmedian(blk, axis=axis))
+    return np.concatenate(parts)
+
+
 def find_spikes(image: np.ndarray, bayer: str | None, *, sigma: float = 8.0,
                 neighbour_ratio: float = 0.25) -> np.ndarray:
     """Single-pixel spikes (hot, and dead pixels as negative spikes) in one raw light.
@@ -125,12 +143,19 @@ def find_spikes(image: np.ndarray, bayer: str | None, *, sigma: float = 8.0,
     excess = np.empty_like(img)
     for sl in _same_color_planes(img, bayer):
         plane = np.ascontiguousarray(img[sl])
-        excess[sl] = plane - cv2.medianBlur(plane, 5 if plane.size > 25 else 3)
+        dst = excess[sl]
+        med = cv2.medianBlur(plane, 5 if plane.size > 25 else 3,
+                             dst=dst if dst.flags.c_contiguous else None)
+        np.subtract(plane, med, out=dst)
     s = robust_sigma(excess[::4, ::4])
     if s <= 0:
         return np.zeros(img.shape, bool)
     # Only the few pixels beyond the threshold need their neighbours looked at.
-    ys, xs = np.nonzero(np.abs(excess) > sigma * s)
+    t = sigma * s
+    beyond = excess > t
+    beyond |= excess < -t
+    ys, xs = np.nonzero(beyond)
+    del beyond
     out = np.zeros(img.shape, bool)
     if ys.size == 0:
         return out

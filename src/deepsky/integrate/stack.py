@@ -66,7 +66,7 @@ class StackPlan:
     clamp: bool = True
     debayer: str = "rcd"
     trail_margin: float = 3.0
-    memory_mb: float = 256.0
+    memory_mb: float = 64.0
     tile_threads: int = 1
 
 
