@@ -50,8 +50,10 @@ def mosaic_spread(data: np.ndarray) -> float:
     a = np.asarray(data, dtype=np.float32)
     if a.ndim != 2 or min(a.shape) < 4:
         return float("nan")
+    from deepsky.calibrate.cosmetic import robust_sigma
+
     levels = [np.nanmedian(a[i::2, j::2]) for i in (0, 1) for j in (0, 1)]
-    sigma = 1.4826 * float(np.nanmedian(np.abs(a - np.nanmedian(a))))
+    sigma = robust_sigma(a)  # 1.4826 MAD, on one copy of the frame
     spread = float(np.max(levels) - np.min(levels))
     if not np.isfinite(spread):
         return float("nan")

@@ -250,14 +250,13 @@ def mosaic_warning(lights: list[FrameMeta]) -> str:
     """A warning when the first mono light looks like a colour sensor's raw mosaic (its
     file gives no Bayer pattern), else ""."""
     from deepsky.calibrate.debayer import mosaic_spread
-    from deepsky.io import read
 
     m = next((m for m in lights if m.channels == 1 and m.cfa is None
               and header_pattern(m) is None), None)
     if m is None:
         return ""
-    try:
-        spread = mosaic_spread(read(m.path).data)
+    try:  # (memory-mapped for an uncompressed FITS: ~5 ms instead of astropy's ~300 ms)
+        spread = mosaic_spread(open_source(m.path, meta=m).read())
     except InputError:
         return ""  # the analysis rejects it with the reason
     if not spread > 0.5:
