@@ -46,6 +46,7 @@ from scipy import fft as sfft
 from scipy.optimize import least_squares
 
 from deepsky.errors import ProcessingError
+from deepsky.parallel import cpu_count
 from deepsky.postprocess._common import (
     as_image, check_number, clipped_stats, dilate, disk, gaussian, luminance, sample,
     sky_model, step, white_level,
@@ -245,23 +246,36 @@ def richardson_lucy(image: Any, psf: Any, *, iterations: int = 20, background: A
     kpad = np.zeros(shape, dtype=np.float32)
     kpad[:k.shape[0], :k.shape[1]] = k
     kpad = np.roll(kpad, (-ry, -rx), axis=(0, 1))
-    otf = sfft.rfft2(kpad)
+    workers = cpu_count()  # pocketfft splits the 1-D transforms: the same numbers
+    otf = sfft.rfft2(kpad, workers=workers)
+    del kpad
     otf_c = np.conj(otf)
-    sl = (slice(0, d0.shape[0]), slice(0, d0.shape[1]))
+    hv, wv = d0.shape  # the data; beyond it (the FFT's padding) the ratio is 1, u is 0
     d = np.zeros(shape, dtype=np.float32)
-    d[sl] = d0
+    d[:hv, :wv] = d0
+    del d0
     bgp = np.zeros(shape, dtype=np.float32)
-    bgp[sl] = b0
-    valid = np.zeros(shape, dtype=bool)
-    valid[sl] = True
+    bgp[:hv, :wv] = b0
+    del b0
     tiny = np.float32(1e-6 * scale)
-    u = np.where(valid, np.maximum(d - bgp, 0.0), np.float32(0.0)).astype(np.float32)
+    u = np.zeros(shape, dtype=np.float32)
+    np.maximum(d[:hv, :wv] - bgp[:hv, :wv], 0.0, out=u[:hv, :wv])
     for _ in range(iterations):
-        conv = sfft.irfft2(sfft.rfft2(u) * otf, s=shape).astype(np.float32) + bgp
-        ratio = np.where(valid, d / np.maximum(conv, tiny), np.float32(1.0))
-        u *= sfft.irfft2(sfft.rfft2(ratio) * otf_c, s=shape).astype(np.float32)
+        # K u + b, then d / max(K u + b, tiny) in the same buffer (one working image)
+        f = sfft.rfft2(u, workers=workers)
+        f *= otf
+        conv = sfft.irfft2(f, s=shape, workers=workers)
+        conv += bgp
+        np.maximum(conv, tiny, out=conv)
+        np.divide(d, conv, out=conv)
+        conv[hv:] = 1.0
+        conv[:hv, wv:] = 1.0
+        f = sfft.rfft2(conv, workers=workers)
+        f *= otf_c
+        u *= sfft.irfft2(f, s=shape, workers=workers)
         np.maximum(u, 0.0, out=u)
-        u[~valid] = 0.0
+        u[hv:] = 0.0
+        u[:hv, wv:] = 0.0
     out = (u + bgp)[ry:ry + img.shape[0], rx:rx + img.shape[1]] - np.float32(offset)
     return out.astype(np.float32)
 
