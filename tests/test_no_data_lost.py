@@ -208,21 +208,22 @@ def test_ctrl_c_from_outside(sim, tmp_path):
 # Limits
 # ----------------------------------------------------------------------------------------------
 def test_frame_larger_than_the_memory_budget(simulated_session, tmp_path, capsys, monkeypatch):
-    """A 384 x 384 colour frame is 1.7 MiB debayered: a 1 MiB budget cuts the stack into
-    many small tiles, and the stack is the very one a large budget makes (it was not: RCD
-    normalised each window by its own range and overlapped bands by too few rows)."""
+    """A 384 x 384 colour frame is 1.7 MiB debayered: a 1 MiB budget (per channel) cuts
+    the stack of 5 frames into many small tiles, and the stack is the very one a large
+    budget makes (it was not: RCD normalised each window by its own range and overlapped
+    bands by too few rows)."""
     from deepsky.integrate.stack import StackPlan, tile_grid
 
     monkeypatch.setattr("deepsky.pipeline.report.write_report",
                         lambda pipe, result, path, error=None: path)
-    s = simulated_session(**{**SPEC, "width": 384, "height": 384, "n_lights": 3})
+    s = simulated_session(**{**SPEC, "width": 384, "height": 384, "n_lights": 5})
     stacks = {}
     for mb in (1, 512):
         out = tmp_path / f"mb{mb}"
         assert main(["run", str(s.path), "-o", str(out), "-q", *FAST,
                      "--set", "integration.trails=false", "--set", f"run.memory_mb={mb}"]) == 0
         stacks[mb] = read(out / "stack.fits").data
-    assert len(tile_grid(StackPlan(out_shape=(384, 384), channels=3, memory_mb=1), 3)) >= 9
+    assert len(tile_grid(StackPlan(out_shape=(384, 384), channels=3, memory_mb=1), 5)) >= 9
     np.testing.assert_array_equal(stacks[1], stacks[512])
 
 

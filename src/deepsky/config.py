@@ -153,9 +153,10 @@ class RunConfig:
     workers: int = setting(0, "Parallel workers for per-frame work (0 = number of CPU cores)",
                            min=0, max=1024)
     memory_mb: int = setting(
-        64, "Memory budget, MiB, of the block of samples integrated at once (and of the "
-        "bands combined into masters, at most 64 MiB of those): peak memory stays near it "
-        "plus the output images, however many frames", min=1, max=1_048_576)
+        64, "Memory budget, MiB, of the block of samples integrated at once, per colour "
+        "channel (and of the bands combined into masters, at most 64 MiB of those): peak "
+        "memory stays near it plus the output images, however many frames",
+        min=1, max=1_048_576)
 
 
 @dataclass(frozen=True)

@@ -85,11 +85,16 @@ class TileResult:
 
 def tile_grid(plan: StackPlan, n_frames: int, *, bytes_per_sample: int = 6
               ) -> list[tuple[int, int, int, int]]:
-    """Tiles ``(y0, y1, x0, x1)`` whose sample block fits the budget (square-ish, so that a
-    rotated frame's source region is not much larger than the tile)."""
+    """Tiles ``(y0, y1, x0, x1)`` whose sample block fits the budget, per colour channel
+    (square-ish, so that a rotated frame's source region is not much larger than the tile).
+
+    Per channel: a colour tile has 3x the samples of a mono one, but each frame's window is
+    calibrated and debayered once for all three, and RCD needs a margin around it; with
+    the mono tile's area the colour integration spent a quarter more time (50 frames,
+    64 MiB: 24.4 s against 19.1 s with 3 x 64)."""
     h, w = plan.out_shape
     budget = plan.memory_mb * 1024 * 1024
-    per_px = max(1, n_frames) * plan.channels * bytes_per_sample
+    per_px = max(1, n_frames) * bytes_per_sample
     side = int(math.sqrt(max(budget / per_px, 64 * 64)))
     th = min(h, max(32, side))
     tw = min(w, max(32, side))
