@@ -214,7 +214,12 @@ class Transform:
         return np.stack([x, y], axis=1)
 
     def inverse(self) -> "Transform":
-        return Transform(np.linalg.inv(self.matrix))
+        """The inverse transform (computed once: every tile of every frame asks for it)."""
+        inv = self.__dict__.get("_inverse")
+        if inv is None:
+            inv = Transform(np.linalg.inv(self.matrix))
+            object.__setattr__(self, "_inverse", inv)
+        return inv
 
     def __matmul__(self, other: "Transform") -> "Transform":
         """``a @ b`` applies ``b`` first, then ``a``."""

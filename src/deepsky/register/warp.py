@@ -210,14 +210,27 @@ def source_bounds(
     oh, ow = _shape2("out_shape", out_shape)
     sh, sw = _shape2("src_shape", src_shape)
     ox, oy = out_origin
-    xs = np.array([ox - 0.5, ox + ow / 2.0, ox + ow - 0.5])
-    ys = np.array([oy - 0.5, oy + oh / 2.0, oy + oh - 0.5])
-    gx, gy = np.meshgrid(xs, ys)
-    pts = transform.inverse().apply(np.stack([gx.ravel(), gy.ravel()], axis=1))
-    lo = np.floor(pts.min(axis=0)) - margin
-    hi = np.ceil(pts.max(axis=0)) + margin + 1
-    x0, x1 = int(np.clip(lo[0], 0, sw)), int(np.clip(hi[0], 0, sw))
-    y0, y1 = int(np.clip(lo[1], 0, sh)), int(np.clip(hi[1], 0, sh))
+    # The window's corners and edge midpoints mapped back (in plain Python: this runs for
+    # every frame of every tile, where numpy's per-call overhead dominated).
+    m = transform.inverse().matrix.tolist()
+    xmin = ymin = math.inf
+    xmax = ymax = -math.inf
+    for gy in (oy - 0.5, oy + oh / 2.0, oy + oh - 0.5):
+        for gx in (ox - 0.5, ox + ow / 2.0, ox + ow - 0.5):
+            w = gx * m[2][0] + gy * m[2][1] + m[2][2]
+            if w == 0.0:  # a point mapped to infinity: the whole frame may be needed
+                return (0, sh, 0, sw)
+            x = (gx * m[0][0] + gy * m[0][1] + m[0][2]) / w
+            y = (gx * m[1][0] + gy * m[1][1] + m[1][2]) / w
+            xmin, xmax = min(xmin, x), max(xmax, x)
+            ymin, ymax = min(ymin, y), max(ymax, y)
+    lim = 4.0 * (sh + sw + oh + ow)  # (beyond the frame either way: clipped below)
+    xmin, xmax = min(max(xmin, -lim), lim), min(max(xmax, -lim), lim)
+    ymin, ymax = min(max(ymin, -lim), lim), min(max(ymax, -lim), lim)
+    x0 = int(min(max(math.floor(xmin) - margin, 0), sw))
+    x1 = int(min(max(math.ceil(xmax) + margin + 1, 0), sw))
+    y0 = int(min(max(math.floor(ymin) - margin, 0), sh))
+    y1 = int(min(max(math.ceil(ymax) + margin + 1, 0), sh))
     if x1 <= x0 or y1 <= y0:
         return (0, 0, 0, 0)
     return (y0, y1, x0, x1)
