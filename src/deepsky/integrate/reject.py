@@ -433,8 +433,9 @@ def _clip_prefixed(v: np.ndarray, col: int, n: int, tmp: np.ndarray, tmp2: np.nd
                         pb += 1
                 k = pb - pa
                 # Samples in [pa, pb) relative to med; the others sit at -c / +c.
-                m1 = (tmp[pb, col] - tmp[pa, col]) - k * dm
-                m2 = (tmp2[pb, col] - tmp2[pa, col]) - 2.0 * dm * (tmp[pb, col] - tmp[pa, col]) + k * dm * dm
+                s_in = tmp[pb, col] - tmp[pa, col]
+                m1 = s_in - k * dm
+                m2 = (tmp2[pb, col] - tmp2[pa, col]) - 2.0 * dm * s_in + k * dm * dm
                 nlo = pa - lo
                 nhi = hi - pb
                 u = nhi + nlo
@@ -683,7 +684,8 @@ def _combine(block: np.ndarray, weights: np.ndarray, method: int, low: float, hi
 # Sorted path: a sorting network across the pixels of a row
 # ----------------------------------------------------------------------------------------------
 _NETWORK_MAX = 512  # beyond this many samples the per-pixel path (centre from 33 samples)
-_NETWORK_CHUNK_BYTES = 128 * 1024  # sorted samples of a run of columns (+ their prefix sums: 3x): in L2
+# Sorted samples of a run of columns (their prefix sums take twice that again): in L2.
+_NETWORK_CHUNK_BYTES = 128 * 1024
 
 
 @functools.lru_cache(maxsize=64)
