@@ -240,3 +240,21 @@ def test_readers_silence_warnings_safely_from_many_threads():
         assert escaped == []
         with pytest.raises(UserWarning):
             warnings.warn("after the readers", UserWarning)
+
+
+def test_frame_source_of_a_file_truncated_after_it_was_opened(tmp_path):
+    """Frames are read by row ranges long after discovery: a file cut short meanwhile (a
+    copy still running, a network share) gives a one-line InputError, and the rows that are
+    still there read as they are stored."""
+    from deepsky.io.sources import open_source
+
+    data = np.arange(64 * 48, dtype=np.float32).reshape(48, 64)
+    path = tmp_path / "light.fits"
+    fits.PrimaryHDU(data).writeto(path)
+    src = open_source(path)
+    with open(path, "r+b") as fh:
+        fh.truncate(2880 + 20 * 64 * 4)  # the header and 20 of the 48 rows
+    np.testing.assert_array_equal(src.read_region(2, 18, 5, 40), data[2:18, 5:40])
+    with pytest.raises(InputError, match=r"light\.fits: cannot read the pixel data \(the file "
+                                         r"is shorter than its header says\)"):
+        src.read_rows(10, 30)

@@ -132,17 +132,22 @@ class FrameSource:
         dt = np.dtype(self.dtype)
         width = self.file_shape[1]
         raw = np.empty((y1 - y0, width), dt)
+        buf = memoryview(raw).cast("B")
+        start = self.offset + y0 * width * dt.itemsize
+        done = 0
         try:
             fd = os.open(self.path, os.O_RDONLY)
             try:
-                n = os.preadv(fd, [raw], self.offset + y0 * width * dt.itemsize)
+                while done < len(buf):  # a network filesystem may return less at a time
+                    n = os.preadv(fd, [buf[done:]], start + done)
+                    if n <= 0:
+                        raise InputError(self.path, "cannot read the pixel data (the file "
+                                                    "is shorter than its header says)")
+                    done += n
             finally:
                 os.close(fd)
         except OSError as err:
             raise InputError(self.path, f"cannot read the pixel data ({err})") from err
-        if n != raw.nbytes:
-            raise InputError(self.path, "cannot read the pixel data (the file is shorter "
-                                        "than its header says)")
         return raw
 
     def _decoded(self) -> np.ndarray:
