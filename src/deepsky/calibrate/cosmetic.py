@@ -35,19 +35,26 @@ def local_residual(image: np.ndarray, bayer: str | None, size: int = 5) -> np.nd
     """Image minus the median of its same-colour neighbourhood (``size`` x ``size`` of the
     same colour; OpenCV's median for 3 and 5, scipy's otherwise). The median is computed
     into the result and subtracted in place: one full-size array, no temporaries."""
-    import cv2
-
     out = np.empty(image.shape, dtype=np.float32)
     for sl in _same_color_planes(image, bayer):
         plane = np.ascontiguousarray(image[sl], dtype=np.float32)
         dst = out[sl]
-        target = dst if dst.flags.c_contiguous else None  # a mosaic's colour plane is strided
         if size in (3, 5) and min(plane.shape) > size and np.isfinite(plane).all():
-            med = cv2.medianBlur(plane, size, dst=target)
+            _minus_median(plane, dst, size)
         else:
+            target = dst if dst.flags.c_contiguous else None
             med = ndimage.median_filter(plane, size=size, mode="reflect", output=target)
-        np.subtract(plane, med, out=dst)
+            np.subtract(plane, med, out=dst)
     return out
+
+
+def _minus_median(plane: np.ndarray, dst: np.ndarray, size: int) -> None:
+    """``dst = plane - medianBlur(plane, size)`` (OpenCV, float32, size 3 or 5), the median
+    computed into ``dst`` itself unless it is strided (a mosaic's colour plane)."""
+    import cv2
+
+    med = cv2.medianBlur(plane, size, dst=dst if dst.flags.c_contiguous else None)
+    np.subtract(plane, med, out=dst)
 
 
 def robust_sigma(values: np.ndarray) -> float:
@@ -137,16 +144,11 @@ def find_spikes(image: np.ndarray, bayer: str | None, *, sigma: float = 8.0,
     excess: a star, however sharp, lights its neighbours; a hot pixel does not. Counted over
     many lights, pixels that spike in most of them are defects.
     """
-    import cv2
-
     img = np.ascontiguousarray(image, dtype=np.float32)
     excess = np.empty_like(img)
     for sl in _same_color_planes(img, bayer):
         plane = np.ascontiguousarray(img[sl])
-        dst = excess[sl]
-        med = cv2.medianBlur(plane, 5 if plane.size > 25 else 3,
-                             dst=dst if dst.flags.c_contiguous else None)
-        np.subtract(plane, med, out=dst)
+        _minus_median(plane, excess[sl], 5 if plane.size > 25 else 3)
     s = robust_sigma(excess[::4, ::4])
     if s <= 0:
         return np.zeros(img.shape, bool)

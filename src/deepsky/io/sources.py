@@ -93,22 +93,21 @@ class FrameSource:
         return _inf_to_nan(np.array(arr[..., y0:y1, x0:x1], dtype=np.float32, copy=True))
 
     def _read_mapped(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
+        mm = None
         if self.file_shape is not None and len(self.file_shape) == 2:
             band = self._pread_rows(y0, y1)[:, x0:x1]
-            out = band.astype(np.float32)
-            bad = band == self.blank if self.blank is not None else None
-        else:
+        else:  # planes: a memory map of the file's data
             try:
                 mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset,
                                shape=self.file_shape)
             except (OSError, ValueError) as err:
                 raise InputError(self.path, f"cannot read the pixel data ({err})") from err
-            try:
-                band = mm[..., y0:y1, x0:x1]
-                out = band.astype(np.float32)
-                bad = band == self.blank if self.blank is not None else None
-            finally:
-                del mm
+            band = mm[..., y0:y1, x0:x1]
+        try:
+            out = band.astype(np.float32)
+            bad = band == self.blank if self.blank is not None else None
+        finally:
+            del band, mm
         if self.bscale != 1.0:
             out *= np.float32(self.bscale)
         if self.bzero != 0.0:
