@@ -162,7 +162,8 @@ def fit_model(
     (Transform, str)
         The transform and the name of the model chosen.
     """
-    from scipy.stats import f as f_dist
+    from scipy.special import fdtrc  # the F distribution's survival function (scipy.stats.f.sf
+    # without importing scipy.stats, which costs a third of a second)
 
     src = np.asarray(src_xy, dtype=np.float64).reshape(-1, 2)
     dst = np.asarray(dst_xy, dtype=np.float64).reshape(-1, 2)
@@ -183,7 +184,7 @@ def fit_model(
         if dof <= 0 or chi <= 0:
             break
         stat = ((chi_best - chi) / extra) / (chi / dof)
-        if stat > 0 and f_dist.sf(stat, extra, dof) < alpha:
+        if stat > 0 and fdtrc(extra, dof, stat) < alpha:
             best_t, best_m, chi_best = t, m, chi
         else:
             break
