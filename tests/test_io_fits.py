@@ -13,7 +13,7 @@ from astropy.io import fits
 
 from deepsky.errors import InputError, OutputError
 from deepsky.io import read, write
-from deepsky.io.fits import read_fits, read_fits_meta, read_fits_rows, write_fits
+from deepsky.io.fits import TiledFits, read_fits, read_fits_meta, read_fits_rows, write_fits
 from deepsky.types import BAYER_PATTERNS, FrameMeta, bayer_channel_masks, bayer_shift
 
 COLOUR_VALUES = {"R": 1000.0, "G": 2000.0, "B": 3000.0}
@@ -365,3 +365,54 @@ def test_gzip_stream_without_gz_suffix(tmp_path, u16):
     path.write_bytes(gzip.compress(fits_bytes(u16.astype(np.int32) - 32768, 16,
                                               {"BZERO": 32768})))
     np.testing.assert_array_equal(read_fits(path).data, u16)
+
+
+# ----------------------------------------------------------------------------------------------
+# TiledFits: a file laid out first, filled a region at a time
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels", [1, 3])
+def test_tiled_fits_writes_the_bytes_write_fits_writes(tmp_path, channels):
+    """Filled region by region in any order (whole-row bands and partial rows), the file is
+    byte for byte what write_fits writes for the same arrays, cards and history."""
+    rng = np.random.default_rng(channels)
+    h, w = 61, 47
+    img = (h, w) if channels == 1 else (channels, h, w)
+    data = rng.normal(100, 10, img).astype(np.float32)
+    data.flat[5] = np.nan
+    weight = rng.random((h, w)).astype(np.float32)
+    low = rng.integers(0, 65536, img).astype(np.uint16)
+    used = rng.integers(0, 65536, (h, w)).astype(np.uint16)
+    cards = {"NCOMBINE": 20, "OBJECT": "M 94 é", "REFFRAME": "x" * 60}
+    history = ["deepsky: " + "a long history line " * 8, "second"]
+    arrays = [("WEIGHT", weight, {"COMMENT": "weights"}), ("COVERAGE", used, None),
+              ("REJ_LOW", low, {"COMMENT": "low"})]
+    write_fits(tmp_path / "whole.fits", data, cards=cards, history=history, extensions=arrays)
+    tf = TiledFits(tmp_path / "part.fits", [(None, img, np.float32, cards, history)] + [
+        (name, a.shape, a.dtype, c, ()) for name, a, c in arrays]).create()
+    everything = [data] + [a for _n, a, _c in arrays]
+    for y0, y1, x0, x1 in [(40, 61, 20, 47), (0, 25, 0, 47), (25, 40, 0, 47), (40, 61, 0, 20)]:
+        for k, a in enumerate(everything):
+            tf.write(k, a[..., y0:y1, x0:x1], y0, x0)
+    for k, a in enumerate(everything):  # regions read back as written
+        got = tf.read(k, 10, 50, 5, 30)
+        assert got.dtype == a.dtype
+        np.testing.assert_array_equal(got.reshape(a[..., 10:50, 5:30].shape), a[..., 10:50, 5:30])
+    final = tf.commit(tmp_path / "stack.fits")
+    assert not (tmp_path / "part.fits").exists()
+    assert final.read_bytes() == (tmp_path / "whole.fits").read_bytes()
+
+
+def test_tiled_fits_reopens_only_its_own_layout(tmp_path):
+    layout = [(None, (8, 8), np.float32, {"DSKYKEY": "abc"}, ())]
+    tf = TiledFits(tmp_path / "p.fits", layout).create()
+    tf.write(0, np.ones((8, 8), np.float32), 0, 0)
+    tf.close()
+    again = TiledFits(tmp_path / "p.fits", layout)
+    assert again.open_existing()
+    np.testing.assert_array_equal(again.read(0, 0, 8, 0, 8)[0], 1.0)
+    again.close()
+    other = TiledFits(tmp_path / "p.fits", [(None, (8, 8), np.float32, {"DSKYKEY": "xyz"}, ())])
+    assert not other.open_existing()  # other cards: not this layout
+    bigger = TiledFits(tmp_path / "p.fits", [(None, (8, 9), np.float32, {"DSKYKEY": "abc"}, ())])
+    assert not bigger.open_existing()
+    assert not TiledFits(tmp_path / "none.fits", layout).open_existing()

@@ -10,6 +10,7 @@ as a Dask task.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -221,27 +222,122 @@ class Integration:
         self.weight[sl] = t.weight
 
 
+# The HDUs of a stack file, in order: EXTNAME, the Integration array, its comment.
+STACK_HDUS = (
+    (None, "data", None),
+    ("WEIGHT", "weight", "sum of the weights of the frames covering"),
+    ("COVERAGE", "used", "samples kept per pixel"),
+    ("REJ_LOW", "rejected_low", "samples rejected low per pixel"),
+    ("REJ_HIGH", "rejected_high", "samples rejected high per pixel"),
+)
+
+
+def stack_layout(plan: StackPlan, cards: Any, history: Any) -> list[tuple[Any, ...]]:
+    """The images of a stack file (:class:`~deepsky.io.fits.TiledFits`'s ``images``): the
+    stack, its weight and coverage maps, the rejection maps; 2-D planes for a mono stack."""
+    h, w = plan.out_shape
+    img = (h, w) if plan.channels == 1 else (plan.channels, h, w)
+    shapes = {"data": img, "weight": (h, w), "used": (h, w), "rejected_low": img,
+              "rejected_high": img}
+    return [(name, shapes[attr], np.float32 if attr in ("data", "weight") else np.uint16,
+             cards if name is None else {"COMMENT": comment}, history if name is None else ())
+            for name, attr, comment in STACK_HDUS]
+
+
+class TileCheckpoint:
+    """The stack file filled as the tiles finish, and the list of the tiles it holds.
+
+    A background thread writes each finished tile into ``file`` (a
+    :class:`~deepsky.io.fits.TiledFits` laid out as :func:`stack_layout`), then appends the
+    tile to ``done.txt`` beside it and counts it done; a restarted integration reads the
+    listed tiles back instead of redoing them. When all are in, the file is the stack: one
+    rename. (Writing each tile as it finishes overlaps the write with the next tile's
+    work, and the result is written once, not once as checkpoints and again as the stack.)
+    """
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.done_path = file.path.with_name("done.txt")
+        self.reused = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Any] = []
+
+    def start(self, tiles: Sequence[tuple[int, int, int, int]], out: "Integration") -> list[int]:
+        """Open the file an earlier run left (and read its finished tiles into ``out``) or
+        create it; returns the indices of the tiles still to do."""
+        done: set[int] = set()
+        if self.file.open_existing():
+            try:
+                lines = self.done_path.read_text(encoding="ascii").splitlines()
+            except (OSError, ValueError):
+                lines = []
+            for line in lines:  # "index y0 y1 x0 x1"; a line cut short by a kill is skipped
+                parts = line.split()
+                if len(parts) == 5 and all(p.isdigit() for p in parts):
+                    i, *box = (int(p) for p in parts)
+                    if i < len(tiles) and tuple(box) == tuple(tiles[i]):
+                        done.add(i)
+        else:
+            self.done_path.unlink(missing_ok=True)
+            self.file.create()
+        for i in sorted(done):
+            y0, y1, x0, x1 = tiles[i]
+            for k, (_name, attr, _comment) in enumerate(STACK_HDUS):
+                dest = getattr(out, attr)
+                dest[..., y0:y1, x0:x1] = self.file.read(k, y0, y1, x0, x1).reshape(
+                    dest[..., y0:y1, x0:x1].shape)
+        self.reused = len(done)
+        return [i for i in range(len(tiles)) if i not in done]
+
+    def save(self, out: "Integration", i: int, tile: tuple[int, int, int, int],
+             progress: Any = None) -> None:
+        """Write tile ``i`` of ``out`` in the background (``progress()`` once it is in)."""
+        for f in [f for f in self._pending if f.done()]:
+            self._pending.remove(f)
+            f.result()  # a write that failed (disk full) stops the integration here
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stack-writer")
+        self._pending.append(self._pool.submit(self._write, out, i, tile, progress))
+
+    def _write(self, out: "Integration", i: int, tile: tuple[int, int, int, int],
+               progress: Any) -> None:
+        y0, y1, x0, x1 = tile
+        for k, (_name, attr, _comment) in enumerate(STACK_HDUS):
+            self.file.write(k, getattr(out, attr)[..., y0:y1, x0:x1], y0, x0)
+        from deepsky.io.atomic import output_error
+
+        try:
+            with open(self.done_path, "a", encoding="ascii") as fh:
+                fh.write(f"{i} {y0} {y1} {x0} {x1}\n")
+        except OSError as err:
+            raise output_error(self.done_path, err) from err
+        if progress is not None:
+            progress()
+
+    def finish(self) -> None:
+        """Wait for the writes (the first failure is raised)."""
+        if self._pool is None:
+            return
+        try:
+            for f in self._pending:
+                f.result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool, self._pending = None, []
+
+
 def integrate(inputs: Sequence[FrameInput], plan: StackPlan, backend: Any = None,
-              progress: Any = None, checkpoint: Any = None) -> Integration:
-    """Integrate all tiles. With ``checkpoint`` (a folder), each finished tile is saved there
-    and a restarted integration loads the tiles already done instead of redoing them."""
+              progress: Any = None, checkpoint: TileCheckpoint | None = None) -> Integration:
+    """Integrate all tiles. With ``checkpoint``, each finished tile is written into the
+    stack file as it finishes (and counted by ``progress`` once written), and a restarted
+    integration reads the tiles already there instead of redoing them."""
     out = Integration.empty(plan)
     tiles = tile_grid(plan, len(inputs))
     todo = list(range(len(tiles)))
     if checkpoint is not None:
-        from pathlib import Path
-
-        folder = Path(checkpoint)
-        folder.mkdir(parents=True, exist_ok=True)
-        todo = []
-        for i, t in enumerate(tiles):
-            saved = _load_tile(folder / f"tile_{i:05d}.npz", t)
-            if saved is not None:
-                out.put(saved)
-                if progress is not None:
-                    progress()
-            else:
-                todo.append(i)
+        todo = checkpoint.start(tiles, out)
+        if progress is not None and checkpoint.reused:
+            progress(checkpoint.reused)
     remote = backend is not None and getattr(backend, "remote", False)
     if remote:
         results = backend.map(_tile_task, [(inputs, tiles[i], plan) for i in todo])
@@ -249,31 +345,18 @@ def integrate(inputs: Sequence[FrameInput], plan: StackPlan, backend: Any = None
         largest = max(((t[1] - t[0]) * (t[3] - t[2]) for t in tiles), default=0)
         buffer = np.empty(len(inputs) * plan.channels * largest, np.float32) if todo else None
         results = (stack_tile(inputs, tiles[i], plan, buffer) for i in todo)
-    for i, res in zip(todo, results):
-        out.put(res)
-        if checkpoint is not None:
-            _save_tile(Path(checkpoint) / f"tile_{i:05d}.npz", res)
-        if progress is not None:
-            progress()
-    return out
-
-
-def _save_tile(path: Any, t: TileResult) -> None:
-    from deepsky.io.atomic import atomic_path
-
-    with atomic_path(path, suffix=".npz", flush=True) as tmp:  # read back only on a restart
-        with open(tmp, "wb") as fh:
-            np.savez(fh, box=np.array([t.y0, t.y1, t.x0, t.x1]), data=t.data, low=t.low,
-                     high=t.high, used=t.used, weight=t.weight)
-
-
-def _load_tile(path: Any, tile: tuple[int, int, int, int]) -> TileResult | None:
-    if not path.exists():
-        return None
     try:
-        with np.load(path) as z:
-            if tuple(int(v) for v in z["box"]) != tuple(tile):
-                return None
-            return TileResult(*tile, z["data"], z["low"], z["high"], z["used"], z["weight"])
-    except (OSError, ValueError, KeyError):
-        return None
+        for i, res in zip(todo, results):
+            out.put(res)
+            if checkpoint is not None:
+                checkpoint.save(out, i, tiles[i], progress)
+            elif progress is not None:
+                progress()
+    except BaseException:
+        if checkpoint is not None:  # the tiles already handed to the writer still go in
+            with contextlib.suppress(Exception):
+                checkpoint.finish()
+        raise
+    if checkpoint is not None:
+        checkpoint.finish()
+    return out

@@ -25,7 +25,7 @@ from deepsky.errors import InputError, OutputError
 from deepsky.io._common import check_image_array, check_input_file, owned_float32, read_head
 from deepsky.io._common import no_warnings, to_integer
 from deepsky.io._common import short as _short
-from deepsky.io.atomic import atomic_path
+from deepsky.io.atomic import atomic_path, output_error
 from deepsky.io.headers import as_float, first, header_cards_from_meta, meta_from_header
 from deepsky.types import Frame, FrameMeta
 
@@ -467,3 +467,167 @@ def write_fits(
         with no_warnings():
             fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
     return final
+
+
+
+_TILED_DTYPES = {np.dtype(np.float32): np.dtype(">f4"), np.dtype(np.uint16): np.dtype(">u2")}
+
+
+class TiledFits:
+    """A FITS file of image HDUs laid out first and filled a region at a time.
+
+    :meth:`create` writes the headers (those :func:`write_fits` writes for the same shapes,
+    dtypes, cards and history) and sizes the file, the data areas left as holes;
+    :meth:`write` puts a region of one HDU's pixels in place with positioned writes,
+    :meth:`read` reads one back, and :meth:`commit` renames the file onto its final name.
+    A tile-by-tile integration writes its result this way as the tiles finish, in a file
+    that is also its checkpoint, instead of holding everything for one write at the end.
+    The bytes are those :func:`write_fits` writes for the same arrays.
+
+    ``images``: ``(EXTNAME, shape, dtype, cards, history)``, the first the primary HDU (its
+    EXTNAME unused; the extensions' history unused); shapes ``(H, W)`` or ``(C, H, W)``;
+    dtypes float32 or uint16 (stored as astropy stores it: BITPIX 16, BZERO 32768).
+    """
+
+    def __init__(self, path: str | os.PathLike,
+                 images: Sequence[tuple[str | None, tuple[int, ...], Any,
+                                        Mapping[str, Any] | None, Iterable[str]]]) -> None:
+        from numpy.lib.stride_tricks import as_strided
+
+        self.path = Path(path)
+        self._headers: list[tuple[int, bytes]] = []
+        self._areas: list[tuple[int, tuple[int, ...], np.dtype]] = []
+        hdus: list[Any] = []
+        for k, (name, shape, dtype, cards, history) in enumerate(images):
+            dt = np.dtype(dtype)
+            if dt not in _TILED_DTYPES or len(shape) not in (2, 3):
+                raise ValueError(f"TiledFits: unsupported image {dt} {tuple(shape)}")
+            # A zero-stride stand-in: astropy derives BITPIX, NAXISn and BZERO from it.
+            stand_in = as_strided(np.zeros(1, dt), shape=tuple(shape), strides=(0,) * len(shape))
+            with no_warnings():
+                if k == 0:
+                    hdus.append(fits.PrimaryHDU(data=stand_in, header=build_header(
+                        cards=cards, history=history)))
+                else:
+                    hdus.append(fits.ImageHDU(data=stand_in, name=name))
+                    for key, value in (cards or {}).items():
+                        hdus[-1].header[key] = value
+        pos = 0
+        with no_warnings():
+            hdul = fits.HDUList(hdus)
+            hdul.update_extend()  # EXTEND = T in the primary header, as writeto() adds it
+            hdul.verify("silentfix")
+            for hdu in hdul:
+                text = hdu.header.tostring().encode("ascii")
+                self._headers.append((pos, text))
+                pos += len(text)
+                shape, dt = hdu.data.shape, np.dtype(hdu.data.dtype)
+                self._areas.append((pos, (1, *shape) if len(shape) == 2 else tuple(shape),
+                                    _TILED_DTYPES[dt]))
+                pos += -(-int(np.prod(shape)) * dt.itemsize // 2880) * 2880
+        self.size = pos
+        self._fd: int | None = None
+
+    def create(self) -> "TiledFits":
+        """Write the headers and size the file (an existing one is replaced)."""
+        self.close()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+            os.ftruncate(self._fd, self.size)
+            for offset, text in self._headers:
+                self._pwrite(text, offset)
+        except OSError as err:
+            raise output_error(self.path, err) from err
+        return self
+
+    def open_existing(self) -> bool:
+        """Open the file an earlier run left if it has this layout (size and headers);
+        False when there is none or it differs."""
+        self.close()
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except OSError:
+            return False
+        try:
+            same = os.fstat(fd).st_size == self.size and all(
+                os.pread(fd, len(text), offset) == text for offset, text in self._headers)
+        except OSError:
+            same = False
+        if not same:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def _pwrite(self, data: Any, offset: int) -> None:
+        view = memoryview(data).cast("B")
+        while len(view):
+            n = os.pwrite(self._fd, view, offset)  # type: ignore[arg-type]
+            view, offset = view[n:], offset + n
+
+    def _rows(self, k: int, y0: int, y1: int, x0: int, x1: int
+              ) -> Iterator[tuple[int, int, int, int]]:
+        """(channel, row in the region, byte offset, row count) of the runs of a region."""
+        offset, (c, h, w), dt = self._areas[k]
+        if not (0 <= y0 <= y1 <= h and 0 <= x0 <= x1 <= w):
+            raise ValueError(f"TiledFits: region {(y0, y1, x0, x1)} outside {(h, w)}")
+        for ch in range(c):
+            if x0 == 0 and x1 == w:  # whole rows: one run per plane
+                yield ch, 0, offset + (ch * h + y0) * w * dt.itemsize, y1 - y0
+            else:
+                for r in range(y1 - y0):
+                    yield ch, r, offset + ((ch * h + y0 + r) * w + x0) * dt.itemsize, 1
+
+    def write(self, k: int, region: np.ndarray, y0: int, x0: int) -> None:
+        """Write ``region`` (``(h, w)`` or ``(C, h, w)``, float32 or uint16 as the HDU) into
+        HDU ``k`` at row ``y0``, column ``x0``."""
+        _offset, (c, _h, _w), dt = self._areas[k]
+        rh, rw = region.shape[-2:]
+        reg = region.reshape(c, rh, rw)
+        # On disk: big-endian; unsigned 16-bit as signed with BZERO 32768 (the top bit flipped).
+        disk = (reg ^ np.uint16(0x8000)).astype(dt) if dt.kind == "u" else reg.astype(dt)
+        try:
+            for ch, r, pos, n in self._rows(k, y0, y0 + rh, x0, x0 + rw):
+                self._pwrite(disk[ch, r:r + n], pos)
+        except OSError as err:
+            raise output_error(self.path, err) from err
+
+    def read(self, k: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """A region of HDU ``k`` as written: ``(C, h, w)``, float32 or uint16."""
+        _offset, (c, _h, _w), dt = self._areas[k]
+        out = np.empty((c, y1 - y0, x1 - x0), dt)
+        try:
+            for ch, r, pos, n in self._rows(k, y0, y1, x0, x1):
+                want = n * (x1 - x0) * dt.itemsize
+                got = os.pread(self._fd, want, pos)  # type: ignore[arg-type]
+                if len(got) != want:
+                    raise InputError(f"{self.path}: shorter than its layout")
+                out[ch, r:r + n] = np.frombuffer(got, dt).reshape(n, x1 - x0)
+        except OSError as err:
+            raise InputError(f"{self.path}: cannot read: {err.strerror or err}") from err
+        return (out ^ np.uint16(0x8000)).astype(np.uint16) if dt.kind == "u" else \
+            out.astype(np.float32)
+
+    def commit(self, final: str | os.PathLike) -> Path:
+        """Close the file and rename it onto ``final`` (copied there, then renamed, when
+        ``final`` is on another file system)."""
+        import errno
+        import shutil
+
+        self.close()
+        target = Path(final)
+        try:
+            os.replace(self.path, target)
+        except OSError as err:
+            if err.errno != errno.EXDEV:
+                raise output_error(target, err) from err
+            with atomic_path(target) as tmp:
+                shutil.copyfile(self.path, tmp)
+            self.path.unlink(missing_ok=True)
+        return target
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -237,6 +237,7 @@ class Pipeline:
                             filename=name)
                 self.stacks.append(sg)
         self.timings["integrate"] = time.perf_counter() - t0
+        self.counts["tiles_reused"] = sum(sg.tiles_reused for sg in self.stacks)
         if not self.stacks:
             raise StackingError("no stack could be made: no filter group has a usable light")
         return self.stacks

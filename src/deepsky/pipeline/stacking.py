@@ -20,10 +20,11 @@ from deepsky.errors import StackingError
 from deepsky.integrate import normalize, weights as weights_mod
 from deepsky.integrate.drizzle import DrizzlePlan, drizzle_frames
 from deepsky.integrate.reject import combine
-from deepsky.integrate.stack import FrameInput, Integration, StackPlan, integrate, tile_grid
+from deepsky.integrate.stack import FrameInput, Integration, StackPlan, TileCheckpoint, integrate
+from deepsky.integrate.stack import stack_layout, tile_grid
 from deepsky.integrate.trails import Trail, binned_transform, object_mask, trails_from_residual
 from deepsky.io.atomic import output_error, write_text
-from deepsky.io.fits import write_fits
+from deepsky.io.fits import TiledFits, write_fits
 from deepsky.parallel import map_threads, resolve_workers
 from deepsky.pipeline.registration import LightRecord
 from deepsky.types import Transform
@@ -50,6 +51,7 @@ class StackGroup:
     drizzle: float = 1.0
     key: str = ""
     reused: bool = False
+    tiles_reused: int = 0  # integration tiles read back from a killed run's stack file
 
     @property
     def used(self) -> list[LightRecord]:
@@ -327,20 +329,6 @@ def stack_header(group: StackGroup, cfg: Config, plan: StackPlan, ref: LightReco
     return cards, hist
 
 
-def write_stack(path: Path, result: Integration, group: StackGroup, cards: dict[str, Any],
-                history: list[str]) -> Path:
-    data = result.data if group.channels == 3 else result.data[0]
-    low = result.rejected_low if group.channels == 3 else result.rejected_low[0]
-    high = result.rejected_high if group.channels == 3 else result.rejected_high[0]
-    write_fits(path, data, cards=cards, history=history, extensions=[
-        ("WEIGHT", result.weight, {"COMMENT": "sum of the weights of the frames covering"}),
-        ("COVERAGE", result.used, {"COMMENT": "samples kept per pixel"}),
-        ("REJ_LOW", low, {"COMMENT": "samples rejected low per pixel"}),
-        ("REJ_HIGH", high, {"COMMENT": "samples rejected high per pixel"}),
-    ])
-    return path
-
-
 def _inputs_key(inputs: list[FrameInput], plan: StackPlan, extra: Any) -> str:
     """Hash of what an integration depends on: frames (files), calibration, transforms,
     normalisation, weights, trails and the settings."""
@@ -413,20 +401,26 @@ def stack_group(group: StackGroup, cfg: Config, plan_cal: Any, *, out: Path, cac
         group.drizzle = ic.drizzle
         group.exposure = sum(r.meta.exposure or 0.0 for r in group.used)
         return target, None
-    n_tiles = len(tile_grid(plan, len(inputs)))
-    with reporter.stage(f"integrate {group.name}".strip(), total=n_tiles) as step:
-        result = integrate(inputs, plan, backend, progress=step.advance,
-                           checkpoint=cache_dir / f"tiles_{key}")
     n_trails = sum(len(v) for v in group.trails.values())
-    ref = group.used[group.norm_ref]
-    cards, hist = stack_header(group, cfg, plan, ref, n_trails)
+    cards, hist = stack_header(group, cfg, plan, group.used[group.norm_ref], n_trails)
     cards["DSKYKEY"] = key
     bayer_drizzle = group.bayer is not None and (ic.bayer_drizzle
                                                  or cfg.calibration.debayer == "none")
-    if ic.drizzle > 1.0 or bayer_drizzle:
-        plain = out / filename.replace(".fits", "_nodrizzle.fits")
-        write_stack(plain, result, group, cards, hist + [
-            f"{STACK_VERSION}: the plain stack; the drizzled one is {filename}"])
+    drizzled = ic.drizzle > 1.0 or bayer_drizzle
+    # The plain stack is written tile by tile into its file as the integration goes (the
+    # file is the integration's checkpoint), then renamed.
+    plain_name = filename.replace(".fits", "_nodrizzle.fits") if drizzled else filename
+    plain_hist = hist + ([f"{STACK_VERSION}: the plain stack; the drizzled one is {filename}"]
+                         if drizzled else [])
+    folder = cache_dir / f"tiles_{key}"
+    checkpoint = TileCheckpoint(TiledFits(folder / plain_name,
+                                          stack_layout(plan, cards, plain_hist)))
+    n_tiles = len(tile_grid(plan, len(inputs)))
+    with reporter.stage(f"integrate {group.name}".strip(), total=n_tiles) as step:
+        result = integrate(inputs, plan, backend, progress=step.advance, checkpoint=checkpoint)
+    group.tiles_reused = checkpoint.reused
+    plain = checkpoint.file.commit(out / plain_name)
+    if drizzled:
         dplan = DrizzlePlan(scale=ic.drizzle, pixfrac=ic.pixfrac, kernel=ic.kernel,
                             bayer=bayer_drizzle, trail_margin=ic.trail_margin)
         with reporter.stage("drizzle", total=len(inputs)) as step:
@@ -444,8 +438,8 @@ def stack_group(group: StackGroup, cfg: Config, plan_cal: Any, *, out: Path, cac
         group.path = target
         group.drizzle = ic.drizzle
     else:
-        group.path = write_stack(target, result, group, cards, hist)
-    _clear_checkpoint(cache_dir / f"tiles_{key}")
+        group.path = plain
+    _clear_checkpoint(folder)
     return group.path, result
 
 
