@@ -416,3 +416,28 @@ def test_tiled_fits_reopens_only_its_own_layout(tmp_path):
     bigger = TiledFits(tmp_path / "p.fits", [(None, (8, 9), np.float32, {"DSKYKEY": "abc"}, ())])
     assert not bigger.open_existing()
     assert not TiledFits(tmp_path / "none.fits", layout).open_existing()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint16])
+def test_write_fits_leaves_the_arrays_alone_while_writing(tmp_path, monkeypatch, dtype):
+    """astropy writes a little-endian array by swapping its bytes in place and back: another
+    thread reading it meanwhile (a master is written while the next is built from it) saw
+    garbage. write_fits hands astropy big-endian copies, so the arrays never change."""
+    import astropy.io.fits.file as fits_file
+
+    data = np.linspace(-5, 5, 48, dtype=np.float32).reshape(6, 8)
+    ext = np.arange(48, dtype=dtype).reshape(6, 8)
+    before = (data.copy(), ext.copy())
+    intact = []
+    real = fits_file._File.writearray
+
+    def spy(self, arr):
+        intact.append(np.array_equal(data, before[0]) and np.array_equal(ext, before[1]))
+        return real(self, arr)
+
+    monkeypatch.setattr(fits_file._File, "writearray", spy)
+    write_fits(tmp_path / "x.fits", data, extensions=[("EXT", ext, None)])
+    assert intact == [True, True]
+    with fits.open(tmp_path / "x.fits") as hdul:
+        np.testing.assert_array_equal(hdul[0].data, data)
+        np.testing.assert_array_equal(hdul[1].data, ext)

@@ -422,6 +422,16 @@ def _wrap(text: str, width: int) -> list[str]:
     return [text[i:i + width] for i in range(0, max(len(text), 1), width)]
 
 
+def _big_endian(a: np.ndarray) -> np.ndarray:
+    """``a`` in FITS byte order (a copy when it is not already): astropy writes a
+    little-endian float or signed array by byte-swapping it *in place* and back, so another
+    thread reading it meanwhile (a master written while the next one is built from it) would
+    see garbage. (Unsigned arrays are converted to a new signed array by astropy anyway.)"""
+    if a.dtype.kind in "fi" and a.dtype.itemsize > 1 and a.dtype.byteorder in ("<", "="):
+        return a.astype(a.dtype.newbyteorder(">"))
+    return a
+
+
 def write_fits(
     path: str | os.PathLike,
     data: np.ndarray,
@@ -456,10 +466,10 @@ def write_fits(
         arr = arr.astype(dt, copy=False)
     # astropy stores unsigned arrays as signed + BZERO by itself (uint16: BZERO = 32768);
     # calling ``scale("uint16")`` on top of that shifted the values a second time.
-    primary = fits.PrimaryHDU(data=arr, header=hdr)
+    primary = fits.PrimaryHDU(data=_big_endian(arr), header=hdr)
     hdus: list[Any] = [primary]
     for name, ext_data, ext_cards in extensions:
-        ext = fits.ImageHDU(data=np.asarray(ext_data), name=name)
+        ext = fits.ImageHDU(data=_big_endian(np.asarray(ext_data)), name=name)
         for k, v in (ext_cards or {}).items():
             ext.header[k] = v
         hdus.append(ext)
