@@ -539,12 +539,15 @@ class TiledFits:
         self._fd: int | None = None
 
     def create(self) -> "TiledFits":
-        """Write the headers and size the file (an existing one is replaced)."""
+        """Write the headers and size the file, its space reserved (an existing one is
+        replaced; a full disk is an :class:`OutputError` here)."""
         self.close()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
             os.ftruncate(self._fd, self.size)
+            if hasattr(os, "posix_fallocate"):  # a full disk fails now, not tiles later
+                os.posix_fallocate(self._fd, 0, self.size)
             for offset, text in self._headers:
                 self._pwrite(text, offset)
         except OSError as err:
