@@ -443,17 +443,20 @@ def entry() -> None:
     Python's own shutdown tears down every module and runs the garbage collector over the
     ~180 000 objects numpy, scipy, astropy and numba leave behind: about half a second
     after the work is done, for nothing the command needs. So once :func:`main` has returned,
-    the remaining worker threads are joined, the exit handlers run (logging, temporary
-    folders, Dask's clients and clusters), the standard streams are flushed, and the
-    process ends. An exception from :func:`main` (a bug: it prints its traceback) takes the
+    the remaining worker threads are stopped and joined, the exit handlers run (logging,
+    temporary folders, Dask's clients and clusters), the standard streams are flushed, and
+    the process ends. An exception from :func:`main` (a bug: it prints its traceback) takes the
     ordinary way out."""
     import atexit
     import threading
 
     rc = main()
-    for t in threading.enumerate():
-        if t is not threading.current_thread() and not t.daemon:
-            t.join()
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is None:  # not CPython: the ordinary shutdown
+        sys.exit(rc)
+    # What the interpreter's shutdown does first: the threading exit hooks (thread pools stop
+    # their idle workers) and the join of the non-daemon threads.
+    shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream
