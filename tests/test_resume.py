@@ -18,13 +18,14 @@ SPEC = dict(width=256, height=256, bayer="RGGB", n_lights=6, n_darks=4, n_flats=
 SETTINGS = ["--set", "run.memory_mb=2", "--set", "run.workers=1"]
 
 
-def _run(session, out, fault=None):
+def _run(session, out, fault=None, extra=(), command="run"):
     env = dict(os.environ)
     env.pop("DEEPSKY_FAULT", None)
     if fault:
         env["DEEPSKY_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "deepsky.cli", "run", str(session), "-o",
-                           str(out), "-q", *SETTINGS], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "deepsky.cli", command, str(session), "-o",
+                           str(out), "-q", *SETTINGS, *extra], capture_output=True, text=True,
+                          env=env)
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +87,22 @@ def test_changing_a_postprocess_setting_reruns_only_postprocessing(reference, tm
     assert (out / "final.jpg").stat().st_mtime_ns != jpg_mtime
     rec = json.loads((out / "run.json").read_text())
     assert rec["counts"]["frames_analyzed"] == 0
+
+
+def test_killed_while_drizzling_reads_the_plain_stack_back(simulated_session, tmp_path):
+    """The plain stack is complete before the drizzle starts: a run killed while drizzling
+    reads it back instead of integrating again, and ends with the same stacks."""
+    sim = simulated_session(**SPEC)
+    drizzle = ["--set", "integration.drizzle=2"]
+    ref = tmp_path / "ref"
+    assert _run(sim.path, ref, extra=drizzle, command="stack").returncode == 0
+    out = tmp_path / "out"
+    killed = _run(sim.path, out, "drizzle:2", extra=drizzle, command="stack")
+    assert killed.returncode == -9
+    assert (out / "stack_nodrizzle.fits").exists() and not (out / "stack.fits").exists()
+    again = _run(sim.path, out, extra=drizzle)
+    assert again.returncode == 0, again.stderr
+    for name in ("stack.fits", "stack_nodrizzle.fits"):
+        np.testing.assert_array_equal(read(out / name).data, read(ref / name).data)
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["counts"]["tiles_reused"] > 1  # all of them: none integrated again

@@ -326,6 +326,22 @@ class TileCheckpoint:
             self._pool, self._pending = None, []
 
 
+def read_stack(file: Any, plan: StackPlan) -> Integration | None:
+    """The Integration a finished stack file holds (a :class:`~deepsky.io.fits.TiledFits`
+    laid out as :func:`stack_layout`), or None when the file is absent or differs."""
+    if not file.open_existing():
+        return None
+    try:
+        out = Integration.empty(plan)
+        h, w = plan.out_shape
+        for k, (_name, attr, _comment) in enumerate(STACK_HDUS):
+            dest = getattr(out, attr)
+            dest[...] = file.read(k, 0, h, 0, w).reshape(dest.shape)
+        return out
+    finally:
+        file.close()
+
+
 def integrate(inputs: Sequence[FrameInput], plan: StackPlan, backend: Any = None,
               progress: Any = None, checkpoint: TileCheckpoint | None = None) -> Integration:
     """Integrate all tiles. With ``checkpoint``, each finished tile is written into the

@@ -21,7 +21,7 @@ from deepsky.integrate import normalize, weights as weights_mod
 from deepsky.integrate.drizzle import DrizzlePlan, drizzle_frames
 from deepsky.integrate.reject import combine
 from deepsky.integrate.stack import FrameInput, Integration, StackPlan, TileCheckpoint, integrate
-from deepsky.integrate.stack import stack_layout, tile_grid
+from deepsky.integrate.stack import read_stack, stack_layout, tile_grid
 from deepsky.integrate.trails import Trail, binned_transform, object_mask, trails_from_residual
 from deepsky.io.atomic import output_error, write_text
 from deepsky.io.fits import TiledFits, write_fits
@@ -413,13 +413,21 @@ def stack_group(group: StackGroup, cfg: Config, plan_cal: Any, *, out: Path, cac
     plain_hist = hist + ([f"{STACK_VERSION}: the plain stack; the drizzled one is {filename}"]
                          if drizzled else [])
     folder = cache_dir / f"tiles_{key}"
-    checkpoint = TileCheckpoint(TiledFits(folder / plain_name,
-                                          stack_layout(plan, cards, plain_hist)))
+    layout = stack_layout(plan, cards, plain_hist)
     n_tiles = len(tile_grid(plan, len(inputs)))
-    with reporter.stage(f"integrate {group.name}".strip(), total=n_tiles) as step:
-        result = integrate(inputs, plan, backend, progress=step.advance, checkpoint=checkpoint)
-    group.tiles_reused = checkpoint.reused
-    plain = checkpoint.file.commit(out / plain_name)
+    plain = out / plain_name
+    # A run killed while drizzling left the plain stack complete: read it back.
+    result = read_stack(TiledFits(plain, layout), plan) if drizzled else None
+    if result is not None:
+        reporter.info(f"{plain.name} is up to date (same frames and settings): reused")
+        group.tiles_reused = n_tiles
+    else:
+        checkpoint = TileCheckpoint(TiledFits(folder / plain_name, layout))
+        with reporter.stage(f"integrate {group.name}".strip(), total=n_tiles) as step:
+            result = integrate(inputs, plan, backend, progress=step.advance,
+                               checkpoint=checkpoint)
+        group.tiles_reused = checkpoint.reused
+        checkpoint.file.commit(plain)
     if drizzled:
         dplan = DrizzlePlan(scale=ic.drizzle, pixfrac=ic.pixfrac, kernel=ic.kernel,
                             bayer=bayer_drizzle, trail_margin=ic.trail_margin)
