@@ -466,17 +466,27 @@ def write_fits(
         arr = arr.astype(dt, copy=False)
     # astropy stores unsigned arrays as signed + BZERO by itself (uint16: BZERO = 32768);
     # calling ``scale("uint16")`` on top of that shifted the values a second time.
-    primary = fits.PrimaryHDU(data=_big_endian(arr), header=hdr)
-    hdus: list[Any] = [primary]
-    for name, ext_data, ext_cards in extensions:
-        ext = fits.ImageHDU(data=_big_endian(np.asarray(ext_data)), name=name)
-        for k, v in (ext_cards or {}).items():
-            ext.header[k] = v
-        hdus.append(ext)
+    hdul = _hdu_list(_big_endian(arr), hdr, [(name, _big_endian(np.asarray(ext_data)), cards)
+                                              for name, ext_data, cards in extensions])
     with atomic_path(final, flush=flush) as tmp:
         with no_warnings():
-            fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
+            hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
     return final
+
+
+def _hdu_list(data: np.ndarray, header: fits.Header,
+              extensions: Sequence[tuple[str, np.ndarray, Mapping[str, Any] | None]]
+              ) -> fits.HDUList:
+    """The primary HDU and the image extensions (``(EXTNAME, array, cards)``) of a file
+    (:func:`write_fits` and :class:`TiledFits` build their headers the same way)."""
+    hdus: list[Any] = [fits.PrimaryHDU(data=data, header=header)]
+    with no_warnings():
+        for name, ext_data, ext_cards in extensions:
+            ext = fits.ImageHDU(data=ext_data, name=name)
+            for k, v in (ext_cards or {}).items():
+                ext.header[k] = v
+            hdus.append(ext)
+    return fits.HDUList(hdus)
 
 
 
@@ -507,24 +517,19 @@ class TiledFits:
         self.path = Path(path)
         self._headers: list[tuple[int, bytes]] = []
         self._areas: list[tuple[int, tuple[int, ...], np.dtype]] = []
-        hdus: list[Any] = []
-        for k, (name, shape, dtype, cards, history) in enumerate(images):
+        stand_ins = []
+        for _name, shape, dtype, _cards, _history in images:
             dt = np.dtype(dtype)
             if dt not in _TILED_DTYPES or len(shape) not in (2, 3):
                 raise ValueError(f"TiledFits: unsupported image {dt} {tuple(shape)}")
             # A zero-stride stand-in: astropy derives BITPIX, NAXISn and BZERO from it.
-            stand_in = as_strided(np.zeros(1, dt), shape=tuple(shape), strides=(0,) * len(shape))
-            with no_warnings():
-                if k == 0:
-                    hdus.append(fits.PrimaryHDU(data=stand_in, header=build_header(
-                        cards=cards, history=history)))
-                else:
-                    hdus.append(fits.ImageHDU(data=stand_in, name=name))
-                    for key, value in (cards or {}).items():
-                        hdus[-1].header[key] = value
+            stand_ins.append(as_strided(np.zeros(1, dt), shape=tuple(shape),
+                                        strides=(0,) * len(shape)))
+        _name, _shape, _dtype, cards, history = images[0]
+        hdul = _hdu_list(stand_ins[0], build_header(cards=cards, history=history),
+                         [(im[0], a, im[3]) for im, a in zip(images[1:], stand_ins[1:])])
         pos = 0
         with no_warnings():
-            hdul = fits.HDUList(hdus)
             hdul.update_extend()  # EXTEND = T in the primary header, as writeto() adds it
             hdul.verify("silentfix")
             for hdu in hdul:
