@@ -163,6 +163,16 @@ def _reporter(args: argparse.Namespace) -> Any:
     return args._reporter
 
 
+def _freeze_imports() -> None:
+    """Move the ~180 000 objects the libraries created on import out of the garbage
+    collector's sight (``gc.freeze``): they live as long as the process, and every full
+    collection of a run walked them again (0.1 s of a 20-frame stack). For the command line
+    only, which runs one pipeline per process."""
+    import gc
+
+    gc.freeze()
+
+
 def _close_log(args: argparse.Namespace, last: str) -> None:
     rep = getattr(args, "_reporter", None)
     if rep is not None:
@@ -172,6 +182,7 @@ def _close_log(args: argparse.Namespace, last: str) -> None:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from deepsky.pipeline.calibration import calibrate_session
 
+    _freeze_imports()
     cfg = _config(args)
     rep = _reporter(args)
     res = calibrate_session(args.session, Path(args.out), cfg, reporter=rep)
@@ -190,6 +201,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from deepsky.pipeline.registration import rotation_range
     from deepsky.pipeline.runner import Pipeline
 
+    _freeze_imports()
     cfg = _config(args)
     pipe = Pipeline(Path(args.session), Path(args.out), cfg, reporter=_reporter(args))
     try:
@@ -217,6 +229,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_stack(args: argparse.Namespace) -> int:
     from deepsky.pipeline.runner import Pipeline
 
+    _freeze_imports()
     cfg = _config(args)
     pipe = Pipeline(Path(args.session), Path(args.out), cfg, reporter=_reporter(args))
     try:
@@ -257,6 +270,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from deepsky.pipeline.run import run_pipeline
 
+    _freeze_imports()
     cfg = _config(args)
     if args.scheduler:
         from deepsky.config import config_from_dict, config_to_dict
