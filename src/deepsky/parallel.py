@@ -10,7 +10,7 @@ split share the same cores without oversubscription.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable, TypeVar
 
 T = TypeVar("T")
@@ -88,3 +88,37 @@ def map_threads(fn: Callable[[T], R], items: Iterable[T], *, workers: int | None
         return [fn(x) for x in items]
     with ThreadPoolExecutor(max_workers=n) as pool:
         return list(pool.map(fn, items))
+
+
+class BackgroundWriter:
+    """One thread that writes results to disk, in order, while the caller computes the next.
+
+    :meth:`submit` queues a call (and raises the error of an earlier one that failed: a full
+    disk stops the work at the next result, not at the end); :meth:`finish` waits for all
+    (raising the first failure unless ``quietly``, for a caller already failing)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future[object]] = []
+
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
+        for f in [f for f in self._pending if f.done()]:
+            self._pending.remove(f)
+            f.result()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def finish(self, *, quietly: bool = False) -> None:
+        if self._pool is None:
+            return
+        try:
+            for f in self._pending:
+                if quietly:
+                    f.exception()
+                else:
+                    f.result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool, self._pending = None, []

@@ -33,7 +33,7 @@ from deepsky.config import CalibrationConfig
 from deepsky.errors import CalibrationError
 from deepsky.io.discover import Session, same_filter
 from deepsky.io.sources import FrameSource, open_source
-from deepsky.parallel import map_threads
+from deepsky.parallel import BackgroundWriter, map_threads
 from deepsky.types import FrameMeta
 
 Progress = Callable[[str], None]
@@ -123,8 +123,7 @@ class _Builder:
         self._defect_paths: dict[int, str] = {}
         # Masters are written to the library by one background thread while the next one
         # is combined (a 2048 x 2048 master took 0.13-0.2 s to write, the cores idle).
-        self._writer: Any = None
-        self._writes: list[Any] = []
+        self._writer = BackgroundWriter("master-writer")
         self._paths: dict[str, Path] = {}
 
     def sources(self, metas: Sequence[FrameMeta]) -> list[FrameSource]:
@@ -145,17 +144,7 @@ class _Builder:
     def finish(self, *, quietly: bool = False) -> None:
         """Wait for the masters still being written (the first failure is raised unless
         ``quietly``: the build already failed)."""
-        if self._writer is None:
-            return
-        try:
-            for f in self._writes:
-                if quietly:
-                    f.exception()
-                else:
-                    f.result()
-        finally:
-            self._writer.shutdown(wait=True)
-            self._writer, self._writes = None, []
+        self._writer.finish(quietly=quietly)
 
     def defect_path(self, dm: cosmetic.DefectMap) -> str | None:
         return self._defect_paths.get(id(dm))
@@ -204,16 +193,9 @@ class _Builder:
                                      prepare=prepare)
             path = None
             if self.library is not None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                if self._writer is None:
-                    self._writer = ThreadPoolExecutor(1, thread_name_prefix="master-writer")
-                for f in [f for f in self._writes if f.done()]:
-                    f.result()  # a write that failed (disk full) stops the build here
                 path = self._paths[key] = self.library.folder / name
                 n = sum(1 for r in self.records if not r.reused) + 1
-                self._writes.append(self._writer.submit(
-                    self._store, key, name, master, [m.path for m in metas], n))
+                self._writer.submit(self._store, key, name, master, [m.path for m in metas], n)
         else:
             master = cached
             path = self.library.path_of(key) if self.library is not None else None

@@ -10,7 +10,6 @@ as a Dask task.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +21,9 @@ from deepsky.calibrate.apply import CalibrationSet, CalibrationSpec, calibrate_b
 from deepsky.calibrate.debayer import debayer
 from deepsky.integrate.reject import combine
 from deepsky.integrate.trails import Trail, trail_mask
+from deepsky.io.atomic import output_error
 from deepsky.io.sources import FrameSource
+from deepsky.parallel import BackgroundWriter
 from deepsky.register.warp import source_bounds, warp_window
 from deepsky.types import Transform
 
@@ -259,8 +260,7 @@ class TileCheckpoint:
         self.file = file
         self.done_path = file.path.with_name("done.txt")
         self.reused = 0
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: list[Any] = []
+        self._writer = BackgroundWriter("stack-writer")
 
     def start(self, tiles: Sequence[tuple[int, int, int, int]], out: "Integration") -> list[int]:
         """Open the file an earlier run left (and read its finished tiles into ``out``) or
@@ -281,31 +281,20 @@ class TileCheckpoint:
             self.done_path.unlink(missing_ok=True)
             self.file.create()
         for i in sorted(done):
-            y0, y1, x0, x1 = tiles[i]
-            for k, (_name, attr, _comment) in enumerate(STACK_HDUS):
-                dest = getattr(out, attr)
-                dest[..., y0:y1, x0:x1] = self.file.read(k, y0, y1, x0, x1).reshape(
-                    dest[..., y0:y1, x0:x1].shape)
+            _read_region(self.file, out, tiles[i])
         self.reused = len(done)
         return [i for i in range(len(tiles)) if i not in done]
 
     def save(self, out: "Integration", i: int, tile: tuple[int, int, int, int],
              progress: Any = None) -> None:
         """Write tile ``i`` of ``out`` in the background (``progress()`` once it is in)."""
-        for f in [f for f in self._pending if f.done()]:
-            self._pending.remove(f)
-            f.result()  # a write that failed (disk full) stops the integration here
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stack-writer")
-        self._pending.append(self._pool.submit(self._write, out, i, tile, progress))
+        self._writer.submit(self._write, out, i, tile, progress)
 
     def _write(self, out: "Integration", i: int, tile: tuple[int, int, int, int],
                progress: Any) -> None:
         y0, y1, x0, x1 = tile
         for k, (_name, attr, _comment) in enumerate(STACK_HDUS):
             self.file.write(k, getattr(out, attr)[..., y0:y1, x0:x1], y0, x0)
-        from deepsky.io.atomic import output_error
-
         try:
             with open(self.done_path, "a", encoding="ascii") as fh:
                 fh.write(f"{i} {y0} {y1} {x0} {x1}\n")
@@ -314,16 +303,9 @@ class TileCheckpoint:
         if progress is not None:
             progress()
 
-    def finish(self) -> None:
-        """Wait for the writes (the first failure is raised)."""
-        if self._pool is None:
-            return
-        try:
-            for f in self._pending:
-                f.result()
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool, self._pending = None, []
+    def finish(self, *, quietly: bool = False) -> None:
+        """Wait for the writes (the first failure is raised unless ``quietly``)."""
+        self._writer.finish(quietly=quietly)
 
 
 def read_stack(file: Any, plan: StackPlan) -> Integration | None:
@@ -333,13 +315,18 @@ def read_stack(file: Any, plan: StackPlan) -> Integration | None:
         return None
     try:
         out = Integration.empty(plan)
-        h, w = plan.out_shape
-        for k, (_name, attr, _comment) in enumerate(STACK_HDUS):
-            dest = getattr(out, attr)
-            dest[...] = file.read(k, 0, h, 0, w).reshape(dest.shape)
+        _read_region(file, out, (0, plan.out_shape[0], 0, plan.out_shape[1]))
         return out
     finally:
         file.close()
+
+
+def _read_region(file: Any, out: Integration, box: tuple[int, int, int, int]) -> None:
+    """Read the region ``(y0, y1, x0, x1)`` of every HDU of a stack file into ``out``."""
+    y0, y1, x0, x1 = box
+    for k, (_name, attr, _comment) in enumerate(STACK_HDUS):
+        dest = getattr(out, attr)[..., y0:y1, x0:x1]
+        dest[...] = file.read(k, y0, y1, x0, x1).reshape(dest.shape)
 
 
 def integrate(inputs: Sequence[FrameInput], plan: StackPlan, backend: Any = None,
@@ -370,8 +357,7 @@ def integrate(inputs: Sequence[FrameInput], plan: StackPlan, backend: Any = None
                 progress()
     except BaseException:
         if checkpoint is not None:  # the tiles already handed to the writer still go in
-            with contextlib.suppress(Exception):
-                checkpoint.finish()
+            checkpoint.finish(quietly=True)
         raise
     if checkpoint is not None:
         checkpoint.finish()
