@@ -202,3 +202,27 @@ def test_trailed_frame_keeps_its_elongated_stars():
     i, _ = _pair(stars, xy)
     assert len(i) >= 0.85 * len(xy)
     assert_allclose(np.nanmedian(stars.roundness), 0.4, atol=0.05)
+
+
+def test_fits_rejected_on_shape_are_not_measured():
+    """A satellite trail fitted as a Gaussian thousands of pixels long is rejected on its
+    shape before the measurements: its wing annulus (3 FWHM of its major axis) once set the
+    size of the working buffers -- here (2 x 3e6 px)^2 doubles, far beyond any memory -- and
+    was searched over the whole frame."""
+    from deepsky.detect import _psf
+
+    img = render_stars((64, 64), np.array([[32.0, 32.0]]), np.array([5000.0]), 3.0,
+                       sky=100.0, noise=1.0, rng=np.random.default_rng(3))
+    s2 = (3.0 / 2.3548) ** -2
+    one = np.ones(2)
+    args = (img.astype(np.float64), np.array([32.0, 10.0]), np.array([32.0, 10.0]),
+            np.array([100.0, 100.0]), np.zeros(3, np.int64), np.zeros(0, np.int64),
+            np.array([300.0, 300.0]), s2 * one, 0.0 * one, np.array([s2, 1e-12]),
+            np.array([9.0, 30.0]), 1.5 * 2.3548, 3.0 * 2.3548, np.array([13.0, 3e6]),
+            np.array([True, True]))
+    sharp, hfr, wing = _psf.measure(*args, np.array([True, False]))
+    # and the buffers never exceed the image, whatever an active fit says
+    assert_allclose(_psf.measure(*args, np.array([True, True]))[1][0], hfr[0])
+    assert np.isnan(sharp[1]) and np.isnan(hfr[1]) and np.isnan(wing[1])
+    assert_allclose(hfr[0], 1.5, rtol=0.1)  # a Gaussian's HFR is its FWHM / 2
+    assert abs(wing[0]) < 0.05 and 0.0 < sharp[0] < 0.7

@@ -419,7 +419,7 @@ def peak_and_saturation(img, chan, nch, sat_level, params):  # pragma: no cover 
 
 @njit(cache=True, nogil=True)
 def measure(mimg, xs, ys, bg, nbr_ptr, nbr_idx, namp, na, nb, nc, hfr_rad, r_in, r_out_q,
-            r_out, do_wing):  # pragma: no cover - numba
+            r_out, do_wing, active):  # pragma: no cover - numba
     """Sharpness, half-flux radius and wing level of each star on the measure image ``mimg``.
 
     ``xs, ys`` are the centres and ``bg`` the local background in ``mimg``; neighbours'
@@ -432,7 +432,10 @@ def measure(mimg, xs, ys, bg, nbr_ptr, nbr_idx, namp, na, nb, nc, hfr_rad, r_in,
     and ``r_out_q`` (``r_out[i]`` pixels bound the search), over the star's amplitude
     ``namp[i]`` (where ``do_wing[i]``, else NaN): a few hundredths for a star, trailed or
     not, large (of either sign) for a galaxy core or nebula knot that a small Gaussian
-    fitted the top of.
+    fitted the top of. Only the ``active`` stars are measured (the others stay NaN, but their
+    models are still subtracted as neighbours): a fit already rejected on its shape -- a
+    satellite trail fitted as a Gaussian thousands of pixels long -- would otherwise have its
+    wing searched over the whole frame.
     """
     n = xs.shape[0]
     h, w = mimg.shape
@@ -441,12 +444,15 @@ def measure(mimg, xs, ys, bg, nbr_ptr, nbr_idx, namp, na, nb, nc, hfr_rad, r_in,
     wing = np.full(n, np.nan)
     maxr = 1
     for i in range(n):
-        maxr = max(maxr, int(np.ceil(max(hfr_rad[i], r_out[i]))))
-    size = (2 * maxr + 1) ** 2
+        if active[i]:
+            maxr = max(maxr, int(np.ceil(max(hfr_rad[i], r_out[i] if do_wing[i] else 0.0))))
+    size = min(2 * maxr + 1, h) * min(2 * maxr + 1, w)  # the boxes are clipped to the image
     rr = np.empty(size)
     ff = np.empty(size)
     ann = np.empty(size)
     for i in range(n):
+        if not active[i]:
+            continue
         xc = xs[i]
         yc = ys[i]
         cx = int(np.floor(xc + 0.5))

@@ -481,6 +481,21 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
     flux, snr = _flux_snr(params, a0, chan, nch, rms * (2.0 if cfa else 1.0), gain,
                           with_flux=True)
     peak, sat = _psf.peak_and_saturation(fit_img, chan, nch, sat_level, params)
+    # the tests that need no measurement first: only the stars they keep are measured
+    usable = ~sat & np.isfinite(fwhm) & (snr >= threshold)
+    if not usable.any():
+        usable = np.isfinite(fwhm)
+    med_fwhm = float(np.median(fwhm[usable])) if usable.any() else np.inf
+    med_round = float(np.median(roundness[usable])) if usable.any() else 0.0
+    good = (
+        np.isfinite(params).all(axis=1)
+        & (snr >= threshold)
+        & ~(fwhm_minor < min_fwhm)  # NaN (shape not fitted) passes the shape tests
+        & ~(fwhm > max_fwhm_factor * med_fwhm)
+        & ~(roundness < min_roundness_ratio * med_round)
+        & (params[:, _psf.X] >= -0.5) & (params[:, _psf.X] <= fit_img.shape[1] - 0.5)
+        & (params[:, _psf.Y] >= -0.5) & (params[:, _psf.Y] <= fit_img.shape[0] - 0.5)
+    )
     # sharpness and HFR on the detection image, neighbours' models adapted to it
     box_var = _BOX2_VAR if cfa else 0.0
     na, nb, nc, namp = _models_on(params[:, _psf.A], params[:, _psf.B], params[:, _psf.C],
@@ -493,25 +508,13 @@ def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend
     s_major = np.sqrt(np.maximum(_major_var(na, nb, nc), 0.0))
     sharp, hfr, wing = _psf.measure(img, mx, my, bg, nbr_ptr, nbr_idx, namp, na, nb, nc,
                                     hfr_rad, 1.5 * _FWHM_PER_SIGMA, 3.0 * _FWHM_PER_SIGMA,
-                                    3.0 * _FWHM_PER_SIGMA * s_major + 1.0, snr > 20.0)
+                                    3.0 * _FWHM_PER_SIGMA * s_major + 1.0, snr > 20.0, good)
     if cfa:
         hfr = np.sqrt(np.maximum(hfr ** 2 - 2.0 * math.log(2.0) * box_var, 1e-6))
-    usable = ~sat & np.isfinite(fwhm) & (snr >= threshold)
-    if not usable.any():
-        usable = np.isfinite(fwhm)
-    med_fwhm = float(np.median(fwhm[usable])) if usable.any() else np.inf
-    med_round = float(np.median(roundness[usable])) if usable.any() else 0.0
-    good = (
-        np.isfinite(params).all(axis=1)
-        & (snr >= threshold)
-        & ~(fwhm_minor < min_fwhm)  # NaN (shape not fitted) passes the shape tests
-        & ~(fwhm > max_fwhm_factor * med_fwhm)
-        & ~(roundness < min_roundness_ratio * med_round)
-        & ~(np.abs(wing) > _MAX_WING)
+    good &= (
+        ~(np.abs(wing) > _MAX_WING)
         & ~(sharp > max_sharpness)
         & ~((hfr < 0.3 * fwhm) & (snr > 100.0))  # light in 1-2 pixels: a cosmic ray
-        & (params[:, _psf.X] >= -0.5) & (params[:, _psf.X] <= fit_img.shape[1] - 0.5)
-        & (params[:, _psf.Y] >= -0.5) & (params[:, _psf.Y] <= fit_img.shape[0] - 0.5)
     )
     sel = np.flatnonzero(good)
     sel = sel[np.argsort(-flux[sel], kind="stable")][:max_stars]
