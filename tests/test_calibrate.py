@@ -2,6 +2,7 @@
 the calibration library, and the ``deepsky calibrate`` command."""
 
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,6 +72,28 @@ def test_library_reuses_masters(simulated_session, tmp_path):
     changed = load_config(overrides=["calibration.master_sigma=4"])
     third = plan_calibration(session, changed.calibration, out=tmp_path / "masters")
     assert not any(m.reused for m in third.masters if m.kind != "defects")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names files by /proc")
+def test_library_files_are_synced_before_they_appear(simulated_session, tmp_path, monkeypatch):
+    """The library outlives the run: every master and defect map reaches the disk before
+    its name does (and leaves the page cache: the run holds it in memory)."""
+    import os
+
+    import deepsky.io.atomic as atomic
+
+    sim = simulated_session(**{**CAL_SESSION, "bayer": None})
+    synced: list[str] = []
+    real_sync = atomic.os.fdatasync
+    monkeypatch.setattr(atomic.os, "fdatasync", lambda fd: (
+        synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_sync(fd)))
+    plan = plan_calibration(discover(sim.path), load_config().calibration,
+                            out=tmp_path / "masters")
+    written = sorted(m.path.name for m in plan.masters)
+    assert {m.kind for m in plan.masters} == {"bias", "dark", "flat", "defects"}
+    # synced under their temporary names (".<stem>.<random>.tmp.fits"), renamed afterwards
+    assert sorted(Path(p).name.split(".")[1] + ".fits" for p in synced) == written
+    assert all(".tmp" in Path(p).name for p in synced)
 
 
 def test_dark_optimisation_recovers_the_scale():
