@@ -155,6 +155,20 @@ def test_division_removes_vignetting():
     assert np.ptp(quads) <= 0.01 * np.median(res.model)
 
 
+@pytest.mark.parametrize("degree", [0, 1, 2, 3, 4])
+def test_polynomial_surface_is_the_fitted_basis_everywhere(degree):
+    """The model image evaluates the same terms the fit solved for, at every pixel."""
+    from deepsky.postprocess.background import _design, _eval_poly
+
+    rng = np.random.default_rng(degree)
+    shape = (61, 97)
+    coef = rng.normal(0.0, 50.0, (degree + 1) * (degree + 2) // 2)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    pts = np.column_stack([xx.ravel(), yy.ravel()]).astype(np.float64)
+    expected = (_design(pts, shape, degree) @ coef).reshape(shape)
+    np.testing.assert_allclose(_eval_poly(coef, shape, degree), expected, rtol=1e-6, atol=1e-4)
+
+
 def test_samples_are_editable_and_checked():
     s = simulated_stack(color=False)
     pts = background_samples(s["data"])

@@ -344,15 +344,19 @@ def _design(pts: np.ndarray, shape: tuple[int, int], degree: int) -> np.ndarray:
 
 
 def _eval_poly(coef: np.ndarray, shape: tuple[int, int], degree: int) -> np.ndarray:
+    """The polynomial of :func:`_design`'s terms (``coef[t]`` for ``u^(k-j) v^j``) on every
+    pixel, as one product of a (rows x powers of v) and a (powers of v x columns) matrix:
+    ``sum_j v^j (sum_k coef u^(k-j))`` (one pass over the image instead of one per term)."""
     h, w = shape
     u, v = _norm_coords(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64), shape)
-    out = np.zeros((h, w), dtype=np.float64)
+    rows = np.stack([v ** j for j in range(degree + 1)], axis=1)  # (h, degree + 1)
+    cols = np.zeros((degree + 1, w), dtype=np.float64)
     t = 0
     for k in range(degree + 1):
         for j in range(k + 1):
-            out += coef[t] * np.outer(v ** j, u ** (k - j))
+            cols[j] += coef[t] * u ** (k - j)
             t += 1
-    return out.astype(np.float32)
+    return (rows @ cols).astype(np.float32)
 
 
 def fit_background(
