@@ -8,6 +8,7 @@ simulation. Options are any :class:`deepsky.simulate.SessionSpec` fields.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +17,14 @@ import numpy as np
 import pytest
 
 from deepsky.simulate import SessionModel, SessionSpec, Truth, build_model, simulate_session
+
+# The Ctrl-C tests send SIGINT to deepsky subprocesses as a terminal would to a foreground
+# command. A suite started in the background by a non-interactive shell (`... &`, nohup)
+# inherits SIGINT ignored, and so would every child: Python keeps an ignored SIGINT ignored,
+# and the run would finish instead of stopping. Handled here, it is default again in the
+# children after their exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # A session small enough for unit tests (well under a second to simulate).
 SMALL_SESSION: dict[str, Any] = {
