@@ -15,6 +15,11 @@ docs/benchmarks.md.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--frames 20,50,100] [--repeat 3] [--bayer RGGB]
     .venv/bin/python benchmarks/bench_pipeline.py --memory 20,100,200   # stack memory only
+    .venv/bin/python benchmarks/bench_pipeline.py --frames 20 --no-run \
+        --set calibration.master_rejection=sigma --set integration.rejection=sigma --tag sigma
+
+``--set`` passes settings to both deepsky commands (here Siril's rejection, sigma clipping,
+instead of deepsky's default winsorized sigma); ``--no-run`` leaves out ``deepsky run``.
 """
 
 from __future__ import annotations
@@ -41,7 +46,14 @@ def main() -> int:
     ap.add_argument("--memory", default="", help="only measure deepsky stack memory at these "
                                                    "frame counts")
     ap.add_argument("--no-siril", action="store_true")
+    ap.add_argument("--no-run", action="store_true", help="leave out deepsky run")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a deepsky setting for both commands (repeatable)")
+    ap.add_argument("--tag", default="", help="added to the results file name")
     args = ap.parse_args()
+    sets = [a for kv in args.set for a in ("--set", kv)]
+    if sets:
+        print("settings: " + " ".join(args.set))
     bayer = None if args.bayer.lower() == "none" else args.bayer.upper()
     out = RESULTS / "pipeline_out"
     print(machine())
@@ -64,14 +76,16 @@ def main() -> int:
         st, rn, sr = [], [], []
         for _ in range(args.repeat):
             shutil.rmtree(out, ignore_errors=True)
-            st.append(deepsky("stack", str(folder), "-o", str(out)))
+            st.append(deepsky("stack", str(folder), "-o", str(out), *sets))
             shutil.rmtree(out, ignore_errors=True)
-            rn.append(deepsky("run", str(folder), "-o", str(out), "-q"))
+            if not args.no_run:
+                rn.append(deepsky("run", str(folder), "-o", str(out), "-q", *sets))
             if siril_available() and not args.no_siril:
                 sr.append(siril(folder, cfa=bayer is not None))
                 shutil.rmtree(folder / "siril_out", ignore_errors=True)
-        st_w, rn_w = median([r.wall_s for r in st]), median([r.wall_s for r in rn])
-        st_m, rn_m = max(r.peak_mb for r in st), max(r.peak_mb for r in rn)
+        st_w, st_m = median([r.wall_s for r in st]), max(r.peak_mb for r in st)
+        rn_w = median([r.wall_s for r in rn]) if rn else float("nan")
+        rn_m = max(r.peak_mb for r in rn) if rn else float("nan")
         row = [n, st_w, st_m, rn_w, rn_m]
         stages = [stage_times(r.output) for r in st]
         entry = {"stack_stages_s": stages,
@@ -83,7 +97,10 @@ def main() -> int:
             row += [s_w, s_m, st_w / s_w]
             entry.update({"siril_wall_s": [r.wall_s for r in sr],
                           "siril_peak_mb": [r.peak_mb for r in sr],
-                          "siril_steps_s": [r.steps_s for r in sr]})
+                          "siril_steps_s": [r.steps_s for r in sr],
+                          "pairs": [a.wall_s / b.wall_s for a, b in zip(st, sr)]})
+            print(f"{n} frames, each deepsky stack / the Siril run of its repeat: "
+                  + " ".join(f"{a.wall_s / b.wall_s:.2f}" for a, b in zip(st, sr)), flush=True)
         rows.append(row)
         data[str(n)] = entry
         print(f"{n} frames done", flush=True)
@@ -107,7 +124,8 @@ def main() -> int:
         srows.append(row)
     print(table(srows, ["frames", "deepsky masters", "analyze+register", "trails+integrate",
                         "Siril masters+calibration", "registration", "stacking"]))
-    print(f"results: {save('pipeline_' + args.bayer.lower(), data)}")
+    name = "pipeline_" + args.bayer.lower() + (f"_{args.tag}" if args.tag else "")
+    print(f"results: {save(name, {'settings': args.set, **data})}")
     shutil.rmtree(out, ignore_errors=True)
     return 0
 
