@@ -691,6 +691,12 @@ def _combine(block: np.ndarray, weights: np.ndarray, method: int, low: float, hi
 _NETWORK_MAX = 512  # beyond this many samples the per-pixel path (centre from 33 samples)
 # Sorted samples of a run of columns (their prefix sums take twice that again): in L2.
 _NETWORK_CHUNK_BYTES = 128 * 1024
+# ... but never fewer than 512 columns: each compare-exchange is a loop over the run, and
+# with many frames a byte budget left runs too short to pay for the loop (81 columns at 200
+# frames). Winsorized, one thread, ns per sample, 128 KB rule -> 512 columns: 5.93 -> 5.42
+# at 50 frames, 5.39 -> 4.44 at 100, 5.52 -> 4.07 at 200, 5.79 -> 3.61 at 400 (up to 20
+# frames the byte rule already gives 819 or more).
+_NETWORK_MIN_COLUMNS = 512
 
 
 @functools.lru_cache(maxsize=64)
@@ -894,7 +900,7 @@ def combine(
     if code in (2, 5, 6, 7) and 1 <= n <= _NETWORK_MAX:
         pairs = _network(n)
         uniform = bool(np.all(wts == wts[0]))
-        chunk = int(min(w, max(16, _NETWORK_CHUNK_BYTES // (8 * n))))
+        chunk = int(min(w, max(_NETWORK_MIN_COLUMNS, _NETWORK_CHUNK_BYTES // (8 * n))))
 
         def run(y0: int, y1: int) -> None:
             _combine_sorted(arr[:, y0:y1], wts, uniform, code, float(low), float(high),
