@@ -11,8 +11,8 @@ darks and 20 flats and one satellite trail), times in fresh processes:
 
 with wall time and peak resident memory, repeated ``--repeat`` times (medians), and prints
 the ratios. Before the timed runs every frame of a session is read once (so that no repeat
-meets a cold page cache) and one untimed ``deepsky stack`` loads numba's compiled kernels. Results go to benchmarks/results/pipeline_*.json; copy the table into
-docs/benchmarks.md.
+meets a cold page cache) and one untimed ``deepsky stack`` loads numba's compiled kernels.
+Results go to benchmarks/results/pipeline_*.json; copy the table into docs/benchmarks.md.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--frames 20,50,100] [--repeat 3] [--bayer RGGB]
     .venv/bin/python benchmarks/bench_pipeline.py --memory 20,100,200   # stack memory only
