@@ -111,12 +111,12 @@ def main() -> int:
             s_w = median([r.wall_s for r in sr])
             s_m = max(r.peak_mb for r in sr)
             row += [s_w, s_m, st_w / s_w]
+            pairs = [a.wall_s / b.wall_s for a, b in zip(st, sr)]
             entry.update({"siril_wall_s": [r.wall_s for r in sr],
                           "siril_peak_mb": [r.peak_mb for r in sr],
-                          "siril_steps_s": [r.steps_s for r in sr],
-                          "pairs": [a.wall_s / b.wall_s for a, b in zip(st, sr)]})
+                          "siril_steps_s": [r.steps_s for r in sr], "pairs": pairs})
             print(f"{n} frames, each deepsky stack / the Siril run of its repeat: "
-                  + " ".join(f"{a.wall_s / b.wall_s:.2f}" for a, b in zip(st, sr)), flush=True)
+                  + " ".join(f"{q:.2f}" for q in pairs), flush=True)
         rows.append(row)
         data[str(n)] = entry
         print(f"{n} frames done", flush=True)
