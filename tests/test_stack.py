@@ -210,3 +210,53 @@ def test_tile_memory_stays_flat(simulated_session):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 2.5 * 32 * 1024 * 1024
+
+
+def test_checkpoint_writes_bands_of_tiles(tmp_path):
+    """Finished tiles reach the stack file (and done.txt) when their band of tiles is
+    complete, as whole rows; a failing integration still writes the tiles it finished."""
+    from deepsky.integrate.stack import STACK_HDUS, Integration, TileCheckpoint, TileResult
+    from deepsky.integrate.stack import stack_layout
+    from deepsky.io.fits import TiledFits
+
+    plan = StackPlan(out_shape=(40, 60))
+    tiles = [(y0, min(40, y0 + 16), x0, min(60, x0 + 25)) for y0 in (0, 16, 32)
+             for x0 in (0, 25, 50)]
+    rng = np.random.default_rng(3)
+
+    def result(t):
+        y0, y1, x0, x1 = t
+        shape = (1, y1 - y0, x1 - x0)
+        return TileResult(y0, y1, x0, x1, rng.normal(size=shape).astype(np.float32),
+                          rng.integers(0, 9, shape).astype(np.uint16),
+                          rng.integers(0, 9, shape).astype(np.uint16),
+                          rng.integers(0, 9, shape[1:]).astype(np.uint16),
+                          rng.random(shape[1:]).astype(np.float32))
+
+    def done_tiles(cp):
+        return sorted(int(line.split()[0]) for line in cp.done_path.read_text().splitlines())
+
+    path = tmp_path / "stack.fits"
+    cp = TileCheckpoint(TiledFits(path, stack_layout(plan, {}, [])))
+    out = Integration.empty(plan)
+    assert cp.start(tiles, out) == list(range(9))
+    ticks = []
+    for i in (0, 2):  # two of the first band's three tiles: nothing written yet
+        out.put(result(tiles[i]))
+        cp.save(out, i, tiles[i], lambda: ticks.append(1))
+    cp._writer.finish()
+    assert not cp.done_path.exists() and not ticks
+    out.put(result(tiles[1]))
+    cp.save(out, 1, tiles[1], lambda: ticks.append(1))
+    out.put(result(tiles[3]))  # the second band's first tile, then a failure
+    cp.save(out, 3, tiles[3], lambda: ticks.append(1))
+    cp.finish(quietly=True)
+    assert done_tiles(cp) == [0, 1, 2, 3] and len(ticks) == 4
+    # What is in the file is what was computed: read back by a restarted integration.
+    again = TileCheckpoint(TiledFits(path, stack_layout(plan, {}, [])))
+    back = Integration.empty(plan)
+    assert again.start(tiles, back) == [4, 5, 6, 7, 8] and again.reused == 4
+    for _name, attr, _comment in STACK_HDUS:
+        a, b = getattr(out, attr), getattr(back, attr)
+        np.testing.assert_array_equal(a[..., :16, :], b[..., :16, :])
+        np.testing.assert_array_equal(a[..., 16:32, :25], b[..., 16:32, :25])

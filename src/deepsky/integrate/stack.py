@@ -248,12 +248,18 @@ def stack_layout(plan: StackPlan, cards: Any, history: Any) -> list[tuple[Any, .
 class TileCheckpoint:
     """The stack file filled as the tiles finish, and the list of the tiles it holds.
 
-    A background thread writes each finished tile into ``file`` (a
-    :class:`~deepsky.io.fits.TiledFits` laid out as :func:`stack_layout`), then appends the
-    tile to ``done.txt`` beside it and counts it done; a restarted integration reads the
-    listed tiles back instead of redoing them. When all are in, the file is the stack: one
-    rename. (Writing each tile as it finishes overlaps the write with the next tile's
-    work, and the result is written once, not once as checkpoints and again as the stack.)
+    A background thread writes the finished tiles into ``file`` (a
+    :class:`~deepsky.io.fits.TiledFits` laid out as :func:`stack_layout`) a band of tiles
+    at a time: when the last tile of a row of tiles is in, the band's whole rows go out, one
+    positioned write per HDU plane (a tile alone would take one write per row of it: 3,400
+    system calls per tile of 683 x 683, each taking the interpreter lock back from the
+    threads integrating the next tile). Then it appends the band's tiles to ``done.txt``
+    beside it and counts them done; a restarted integration reads the listed tiles back
+    instead of redoing them (a kill loses at most the tiles of the unfinished band). When
+    all are in, the file is the stack: one rename. (Writing as the tiles finish overlaps the
+    write with the next tiles' work, and the result is written once, not once as
+    checkpoints and again as the stack.) A failing integration still writes the tiles it
+    finished, tile by tile.
     """
 
     def __init__(self, file: Any) -> None:
@@ -261,6 +267,12 @@ class TileCheckpoint:
         self.done_path = file.path.with_name("done.txt")
         self.reused = 0
         self._writer = BackgroundWriter("stack-writer")
+        self._out: Integration | None = None
+        self._tiles: list[tuple[int, int, int, int]] = []
+        # Per band of tiles (y0, y1): the tiles not finished yet, and those finished but
+        # not written, with their progress callbacks (touched by the writer thread only).
+        self._missing: dict[tuple[int, int], set[int]] = {}
+        self._held: dict[tuple[int, int], list[tuple[int, Any]]] = {}
 
     def start(self, tiles: Sequence[tuple[int, int, int, int]], out: "Integration") -> list[int]:
         """Open the file an earlier run left (and read its finished tiles into ``out``) or
@@ -283,29 +295,62 @@ class TileCheckpoint:
         for i in sorted(done):
             _read_region(self.file, out, tiles[i])
         self.reused = len(done)
+        self._out, self._tiles = out, list(tiles)
+        self._missing, self._held = {}, {}
+        for i, (y0, y1, _x0, _x1) in enumerate(tiles):
+            self._missing.setdefault((y0, y1), set())
+            if i not in done:
+                self._missing[(y0, y1)].add(i)
         return [i for i in range(len(tiles)) if i not in done]
 
     def save(self, out: "Integration", i: int, tile: tuple[int, int, int, int],
              progress: Any = None) -> None:
-        """Write tile ``i`` of ``out`` in the background (``progress()`` once it is in)."""
-        self._writer.submit(self._write, out, i, tile, progress)
+        """Hand finished tile ``i`` of ``out`` to the writer (``progress()`` once it is
+        written; ``out`` is the array :meth:`start` was given)."""
+        self._writer.submit(self._finished, i, tile, progress)
 
-    def _write(self, out: "Integration", i: int, tile: tuple[int, int, int, int],
-               progress: Any) -> None:
-        y0, y1, x0, x1 = tile
-        for k, (_name, attr, _comment) in enumerate(STACK_HDUS):
-            self.file.write(k, getattr(out, attr)[..., y0:y1, x0:x1], y0, x0)
+    def _finished(self, i: int, tile: tuple[int, int, int, int], progress: Any) -> None:
+        band = (tile[0], tile[1])
+        missing = self._missing[band]
+        missing.discard(i)
+        self._held.setdefault(band, []).append((i, progress))
+        if not missing:
+            self._write(band, whole=True)
+
+    def _write(self, band: tuple[int, int], *, whole: bool) -> None:
+        """Write the held tiles of ``band``: its whole rows at once when the band is
+        complete (``whole``), else each tile's region; then list them in ``done.txt``."""
+        held = self._held.pop(band, [])
+        if not held:
+            return
+        out = self._out
+        assert out is not None
+        y0, y1 = band
+        regions = ([(y0, y1, 0, out.data.shape[-1])] if whole
+                   else [self._tiles[i] for i, _p in held])
+        for ry0, ry1, x0, x1 in regions:
+            for k, (_name, attr, _comment) in enumerate(STACK_HDUS):
+                self.file.write(k, getattr(out, attr)[..., ry0:ry1, x0:x1], ry0, x0)
+        lines = "".join("{} {} {} {} {}\n".format(i, *self._tiles[i]) for i, _p in held)
         try:
             with open(self.done_path, "a", encoding="ascii") as fh:
-                fh.write(f"{i} {y0} {y1} {x0} {x1}\n")
+                fh.write(lines)
         except OSError as err:
             raise output_error(self.done_path, err) from err
-        if progress is not None:
-            progress()
+        for _i, progress in held:
+            if progress is not None:
+                progress()
 
     def finish(self, *, quietly: bool = False) -> None:
-        """Wait for the writes (the first failure is raised unless ``quietly``)."""
+        """Wait for the writes (the first failure is raised unless ``quietly``). After a
+        failure (``quietly``), the finished tiles of incomplete bands are written too."""
         self._writer.finish(quietly=quietly)
+        if quietly:
+            for band in list(self._held):
+                try:
+                    self._write(band, whole=False)
+                except Exception:  # noqa: BLE001 - already failing: keep what can be kept
+                    break
 
 
 def read_stack(file: Any, plan: StackPlan) -> Integration | None:
