@@ -86,14 +86,22 @@ def trail_mask(trails: list[Trail], origin: tuple[int, int], shape: tuple[int, i
     if not trails:
         return mask
     x0, y0 = origin
-    yy, xx = np.mgrid[y0:y0 + h, x0:x0 + w]
     for t in trails:
         r = t.radius + margin
-        # Quick reject: the window's distance to the segment's bounding box.
-        if (max(t.x0, t.x1) + r < x0 or min(t.x0, t.x1) - r > x0 + w
-                or max(t.y0, t.y1) + r < y0 or min(t.y0, t.y1) - r > y0 + h):
+        # Only the part of the window inside the segment's bounding box grown by r can be
+        # within r of it; within that box, one row of the box at a time (a short trail
+        # piece crossing a tile corner need not cost the tile's area in temporaries).
+        bx0 = max(x0, math.floor(min(t.x0, t.x1) - r))
+        bx1 = min(x0 + w, math.ceil(max(t.x0, t.x1) + r) + 1)
+        by0 = max(y0, math.floor(min(t.y0, t.y1) - r))
+        by1 = min(y0 + h, math.ceil(max(t.y0, t.y1) + r) + 1)
+        if bx1 <= bx0 or by1 <= by0:
             continue
-        mask |= t.distance(xx.astype(np.float64), yy.astype(np.float64)) <= r
+        xs = np.arange(bx0, bx1, dtype=np.float64)[None, :]
+        for ry0 in range(by0, by1, 256):
+            ry1 = min(by1, ry0 + 256)
+            ys = np.arange(ry0, ry1, dtype=np.float64)[:, None]
+            mask[ry0 - y0:ry1 - y0, bx0 - x0:bx1 - x0] |= t.distance(xs, ys) <= r
     return mask
 
 
