@@ -4,6 +4,7 @@ post-processing, each stage's results cached so a restarted run redoes only what
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import numpy as np
 
 from deepsky.detect.quality import reference_score
 from deepsky.errors import InputError, RegistrationError, StackingError
+from deepsky.integrate.reject import preload
 from deepsky.io.discover import Session, discover, force_bayer, header_pattern
 from deepsky.io.sources import FrameSource, open_source
 from deepsky.pipeline.analysis import FrameAnalysis, analyze_frame
@@ -81,6 +83,12 @@ class Pipeline:
     # ---- stages ------------------------------------------------------------------------
     def discover(self) -> Session:
         t0 = time.perf_counter()
+        # The rejection kernels load while the folder is read (numba releases the GIL for
+        # most of it), not when the first master needs them.
+        threading.Thread(target=preload, name="kernel-preload", daemon=True,
+                         args=([self.cfg.calibration.master_rejection,
+                                self.cfg.integration.rejection.replace("auto", "winsorized")],)
+                         ).start()
         s = force_bayer(discover(self.session_path), self.cfg.calibration.bayer_pattern)
         check_output_folder(self.out, s.root)
         if not s.lights:
