@@ -143,3 +143,39 @@ def test_calibrate_command(simulated_session, tmp_path, capsys):
                  "--set", "calibration.debayer=none"]) == 0
     assert "masters: 0 built, 3 reused" in capsys.readouterr().out
     assert read(files[0]).data.shape == (320, 384)
+
+
+@pytest.mark.parametrize(("options", "searched"), [
+    (dict(), False),  # darks of the lights' exposure: hot pixels come from the master dark
+    (dict(dark_exposure=30.0), True),  # only darks of another exposure: the lights too
+    (dict(n_darks=0, n_lights=6), True),  # no darks: the lights are all there is
+], ids=["matching-darks", "scaled-darks", "no-darks"])
+def test_lights_searched_for_hot_pixels_only_without_a_matching_dark(
+        simulated_session, monkeypatch, options, searched):
+    import deepsky.calibrate.plan as plan_module
+
+    calls = []
+    real = plan_module._light_defects
+
+    def spy(*args, **kwargs):
+        found = real(*args, **kwargs)
+        calls.append(int(found.sum()))
+        return found
+
+    monkeypatch.setattr(plan_module, "_light_defects", spy)
+    sim = simulated_session(**{**CAL_SESSION, "bayer": None, **options})
+    session = discover(sim.path)
+    plan = plan_calibration(session, load_config().calibration)
+    assert bool(calls) == searched
+    if options.get("n_darks") == 0:
+        # Without darks, the injected hot pixels are found in the lights alone.
+        cal, _ = plan.for_light(session.lights[0])
+        hp = np.asarray(sim.truth.sensor.hot_pixels, float)
+        found = cal.defects.mask[np.round(hp[:, 1]).astype(int), np.round(hp[:, 0]).astype(int)]
+        # A hot pixel 12 sigma above the sky's noise in every light spikes in all of them
+        # (the search's threshold is 8 sigma): those are all found.
+        spec = sim.spec
+        noise = np.sqrt(spec.sky_level * spec.exposure + spec.read_noise ** 2)
+        bright = hp[:, 2] * spec.exposure >= 12 * noise  # electrons
+        assert calls[0] > 0 and bright.sum() >= 10
+        assert found[bright].all()

@@ -278,11 +278,13 @@ def _calibration_for(b: _Builder, lights: list[FrameMeta], geom: tuple[Any, ...]
     # ---- dark
     dark_master = None
     dark_key = ""
+    dark_matches = False  # a dark of the lights' exposure and temperature
     candidates = [m for m in s.darks if _geom(m) == geom]
     if s.darks and not candidates:
         b.warn(f"no dark matches the size/binning of {lname}; darks not used")
     if candidates:
         same_gain = [m for m in candidates if gain is None or m.gain_or_iso in (None, gain)]
+        gain_ok = bool(same_gain)
         if not same_gain:
             b.warn(f"darks ({_names(candidates)}) were taken at gain "
                               f"{candidates[0].gain_or_iso:g}, {lname} at {gain:g}: used anyway")
@@ -307,6 +309,7 @@ def _calibration_for(b: _Builder, lights: list[FrameMeta], geom: tuple[Any, ...]
         exact = by_exp.get(None if exposure is None else round(exposure, 3))
         if exact:
             chosen = exact
+            dark_matches = gain_ok and gap <= cfg.dark_temperature_tolerance
         else:
             known = [e for e in by_exp if e is not None]
             if exposure is not None and known:
@@ -365,7 +368,11 @@ def _calibration_for(b: _Builder, lights: list[FrameMeta], geom: tuple[Any, ...]
             # independent searches (OpenCV and numpy release the GIL): side by side
             for found in map_threads(lambda search: search(), searches):
                 mask |= found
-            mask |= _light_defects(b, lights, bayer, bias_master, dark_master)
+            if not dark_matches:
+                # Hot pixels show in the master dark when there is one of the lights'
+                # exposure and temperature; without (no darks, or darks that differ and
+                # leave warm pixels under the threshold), in the lights themselves.
+                mask |= _light_defects(b, lights, bayer, bias_master, dark_master)
             defects = b.defect_map(mask, bayer, f"{example.filter or 'nofilter'}", lname)
             notes.append(f"{defects.count} defective pixels")
     spec = None
