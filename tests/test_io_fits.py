@@ -365,6 +365,13 @@ def test_gzip_stream_without_gz_suffix(tmp_path, u16):
     path.write_bytes(gzip.compress(fits_bytes(u16.astype(np.int32) - 32768, 16,
                                               {"BZERO": 32768})))
     np.testing.assert_array_equal(read_fits(path).data, u16)
+    # The pipeline's band reader decodes it too (it used to map the compressed bytes with
+    # the decompressed stream's data offset: "truncated").
+    from deepsky.io.sources import open_source
+
+    src = open_source(path)
+    assert src.offset is None
+    np.testing.assert_array_equal(src.read_rows(3, 7), u16[3:7])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -441,3 +448,23 @@ def test_write_fits_leaves_the_arrays_alone_while_writing(tmp_path, monkeypatch,
     with fits.open(tmp_path / "x.fits") as hdul:
         np.testing.assert_array_equal(hdul[0].data, data)
         np.testing.assert_array_equal(hdul[1].data, ext)
+
+
+def test_band_reader_layout_follows_a_rewritten_file(tmp_path, u16):
+    """The data layout of a file is read once per version of it: a file replaced by one
+    with a longer header (another data offset) is read at its new offset."""
+    import os
+
+    from deepsky.io.sources import open_source
+
+    path = tmp_path / "frame.fits"
+    path.write_bytes(fits_bytes(u16.astype(np.int32) - 32768, 16, {"BZERO": 32768}))
+    first = open_source(path)
+    np.testing.assert_array_equal(first.read_rows(0, 4), u16[:4])
+    cards = {"BZERO": 32768, **{f"NOTE{i}": "x" * 60 for i in range(40)}}
+    path.write_bytes(fits_bytes(u16.astype(np.int32) - 32767, 16, cards))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    again = open_source(path)
+    assert again.offset > first.offset
+    np.testing.assert_array_equal(again.read_rows(0, 4), u16[:4] + 1)

@@ -229,13 +229,17 @@ def _check_complete(hdul: fits.HDUList, index: int, hdu: Any, path: Path) -> Non
 def read_fits_meta(path: str | os.PathLike) -> FrameMeta:
     """Metadata only (no pixel data is read; an uncompressed file shorter than its header
     announces is refused, so discovery lists a half-copied frame as unreadable)."""
+    from deepsky.io.sources import remember_layout
+
     p = Path(path)
     with _open(p, memmap=False) as hdul:
         index, hdu = _image_hdu(hdul, p)
         w, h, c = _geometry(hdu, p)
         _check_complete(hdul, index, hdu, p)
         header = hdu.header.copy()
-        return _meta(header, p, w, h, c)
+        meta = _meta(header, p, w, h, c)
+        remember_layout(p, hdul)  # the band reader will not parse this header again
+        return meta
 
 
 def read_fits(path: str | os.PathLike) -> Frame:

@@ -22,7 +22,7 @@ import numpy as np
 
 from deepsky.errors import InputError
 from deepsky.io import format_of, read, read_meta
-from deepsky.io._common import no_warnings
+from deepsky.io._common import no_warnings, read_head
 from deepsky.io.atomic import atomic_path
 from deepsky.io.fits import FITS_ERRORS, check_scaling
 from deepsky.types import FrameMeta
@@ -202,41 +202,83 @@ def open_source(path: str | os.PathLike, *, meta: FrameMeta | None = None,
     return FrameSource(p, m, cache_file=cache_file)
 
 
-def _fits_layout(p: Path) -> tuple[int, str, tuple[int, ...], float, float, int | None] | None:
-    """Data offset, dtype, shape and scaling of the first image HDU, if it is uncompressed."""
+_Layout = tuple[int, str, tuple[int, ...], float, float, "int | None"]
+# Layouts already read, by (path, size, modification time): each stage opens its own sources
+# (masters, analysis, integration), and astropy's parse of a header is 3-5 ms of Python.
+_LAYOUTS: dict[tuple[str, int, int], "_Layout | None"] = {}
+
+
+def _fits_layout(p: Path) -> _Layout | None:
+    """Data offset, dtype, shape and scaling of the first image HDU, if it is uncompressed
+    (read once per version of the file: remembered by its path, size and mtime)."""
+    try:
+        st = p.stat()
+    except OSError:
+        return _read_layout(p)  # the error, as fits.open reports it
+    key = (str(p.absolute()), st.st_size, st.st_mtime_ns)
+    if key not in _LAYOUTS:
+        _LAYOUTS[key] = _read_layout(p)
+    return _LAYOUTS[key]
+
+
+def _read_layout(p: Path) -> _Layout | None:
     from astropy.io import fits
 
+    if read_head(p, 2) == b"\x1f\x8b":
+        return None  # gzip-compressed whatever its name: decoded, not mapped
     try:
         with no_warnings():
             with fits.open(p, mode="readonly", memmap=True, lazy_load_hdus=False) as hdul:
-                for i, hdu in enumerate(hdul):
-                    if isinstance(hdu, fits.CompImageHDU):
-                        return None
-                    if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)):
-                        continue
-                    h = hdu.header
-                    naxis = h.get("NAXIS", 0)
-                    if not naxis:
-                        continue
-                    check_scaling(h, p)
-                    bitpix = int(h["BITPIX"])
-                    dims = tuple(int(h[f"NAXIS{k}"]) for k in range(naxis, 0, -1))
-                    info = hdul.fileinfo(i)
-                    offset = int(info["datLoc"])
-                    nbytes = abs(bitpix) // 8 * int(np.prod(dims))
-                    if p.stat().st_size < offset + nbytes:
-                        raise InputError(p, f"truncated: the data needs {offset + nbytes} bytes, "
-                                            f"the file has {p.stat().st_size}")
-                    blank = h.get("BLANK") if bitpix > 0 else None
-                    return (offset, _BITPIX_DTYPE[bitpix], dims, float(h.get("BSCALE", 1.0)),
-                            float(h.get("BZERO", 0.0)),
-                            int(blank) if isinstance(blank, int) and _blank_fits(blank, bitpix)
-                            else None)
+                return _layout_in(hdul, p)
     except InputError:
         raise
     except FITS_ERRORS as err:
         raise InputError(p, f"not a readable FITS file ({err})") from err
+
+
+def _layout_in(hdul: Any, p: Path) -> _Layout | None:
+    from astropy.io import fits
+
+    for i, hdu in enumerate(hdul):
+        if isinstance(hdu, fits.CompImageHDU):
+            return None
+        if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)):
+            continue
+        h = hdu.header
+        naxis = h.get("NAXIS", 0)
+        if not naxis:
+            continue
+        check_scaling(h, p)
+        bitpix = int(h["BITPIX"])
+        dims = tuple(int(h[f"NAXIS{k}"]) for k in range(naxis, 0, -1))
+        info = hdul.fileinfo(i)
+        offset = int(info["datLoc"])
+        nbytes = abs(bitpix) // 8 * int(np.prod(dims))
+        if p.stat().st_size < offset + nbytes:
+            raise InputError(p, f"truncated: the data needs {offset + nbytes} bytes, "
+                                f"the file has {p.stat().st_size}")
+        blank = h.get("BLANK") if bitpix > 0 else None
+        return (offset, _BITPIX_DTYPE[bitpix], dims, float(h.get("BSCALE", 1.0)),
+                float(h.get("BZERO", 0.0)),
+                int(blank) if isinstance(blank, int) and _blank_fits(blank, bitpix) else None)
     return None
+
+
+def remember_layout(p: Path, hdul: Any) -> None:
+    """Note the layout of ``p`` from its HDUs, opened (uncompressed) by someone reading its
+    metadata anyway: the discovery's parse then serves the band reader too. Silent: a file
+    whose layout cannot be read is left for :func:`open_source` to report."""
+    if p.name.lower().endswith((".gz", ".fz")):
+        return
+    try:
+        if read_head(p, 2) == b"\x1f\x8b":  # HDUs of the decompressed stream
+            return
+        st = p.stat()
+        with no_warnings():
+            layout = _layout_in(hdul, p)
+    except (InputError, OSError, *FITS_ERRORS):
+        return
+    _LAYOUTS[(str(p.absolute()), st.st_size, st.st_mtime_ns)] = layout
 
 
 def _blank_fits(blank: int, bitpix: int) -> bool:
