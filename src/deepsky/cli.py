@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -166,11 +167,11 @@ def _reporter(args: argparse.Namespace) -> Any:
 def _freeze_imports() -> None:
     """Move the ~180 000 objects the libraries created on import out of the garbage
     collector's sight (``gc.freeze``): they live as long as the process, and every full
-    collection of a run walked them again (0.1 s of a 20-frame stack). For the command line
-    only, which runs one pipeline per process."""
-    import gc
-
+    collection of a run walked them again (0.1 s of a 20-frame stack). Then the collector,
+    which :func:`main` stops while a command imports its libraries, runs again. For the
+    command line only, which runs one pipeline per process."""
     gc.freeze()
+    gc.enable()
 
 
 def _close_log(args: argparse.Namespace, last: str) -> None:
@@ -254,6 +255,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 def cmd_process(args: argparse.Namespace) -> int:
     from deepsky.postprocess.process import process_file
 
+    _freeze_imports()
     cfg = _config(args)
     res = process_file(Path(args.stack), Path(args.out), cfg, reporter=_reporter(args))
     print(res)
@@ -263,6 +265,7 @@ def cmd_process(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from deepsky.pipeline.demo import run_demo
 
+    _freeze_imports()
     return run_demo(Path(args.out), workers=args.workers, force=args.force,
                     reporter=_reporter(args))
 
@@ -427,6 +430,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from deepsky.parallel import keep_freed_memory
 
     keep_freed_memory()
+    # No garbage collection while the command imports numpy, scipy, astropy and numba: the
+    # ~190 000 objects they create triggered collections that walked them again and again
+    # (a quarter of a second of a 1 s import). _freeze_imports() turns it back on.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         rc = int(args.func(args) or 0)
     except DeepskyError as err:
@@ -447,6 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException as err:  # a bug: the traceback follows; the log says where it stopped
         _close_log(args, f"failed: {type(err).__name__}: {err}")
         raise
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     _close_log(args, f"finished (exit code {rc})")
     return rc
 
