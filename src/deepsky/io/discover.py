@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,6 +200,10 @@ def _image_files(folder: Path, recursive: bool) -> list[Path]:
 
 
 def _read_all(paths: list[Path], workers: int) -> list[FrameMeta | Unreadable]:
+    """The metadata of every file. The headers are parsed one after the other (astropy's
+    parsing is Python, holding the GIL: 4 threads took 0.24 s for 80 cached files where one
+    takes 0.18 s); the waiting for the disk or a network filesystem overlaps through the
+    kernel instead: each file's first bytes are asked for ahead (``workers`` > 1)."""
     def one(p: Path) -> FrameMeta | Unreadable:
         try:
             return read_meta(p)
@@ -208,10 +211,28 @@ def _read_all(paths: list[Path], workers: int) -> list[FrameMeta | Unreadable]:
             reason = err.problem if isinstance(err, InputError) else str(err)
             return Unreadable(p, reason)
 
-    if workers <= 1 or len(paths) < 8:
-        return [one(p) for p in paths]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, paths))
+    if workers > 1 and len(paths) >= 8:
+        _read_ahead(paths)
+    return [one(p) for p in paths]
+
+
+def _read_ahead(paths: list[Path], nbytes: int = 65536) -> None:
+    """Ask the kernel to start reading the first ``nbytes`` of each file (headers) now:
+    posix_fadvise(WILLNEED) returns at once, the reads proceed in the background."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+    for p in paths:
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            continue  # read_meta reports it
+        try:
+            advise(fd, 0, nbytes, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def discover(root: str | os.PathLike, *, workers: int = 4) -> Session:
