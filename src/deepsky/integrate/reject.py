@@ -941,10 +941,11 @@ def combine(
 def preload(methods: Iterable[str]) -> None:
     """Load the compiled kernels that ``methods`` use from numba's on-disk cache (compile
     them if it has none), with the argument types the pipeline's combinations give them (a
-    band of rows of a larger block). Run in a background thread while a run starts, it
-    takes the load (0.15 s: numba's code generator is initialised by the first) off the
-    first master's way."""
+    band of rows of a larger block, or a whole block). Run in a background thread while a
+    run starts, it takes the load (0.15 s: numba's code generator is initialised by the
+    first) off the first master's way."""
     block = np.zeros((8, 16, 8), np.float32)
     for method in dict.fromkeys(methods):
         if method in _CODE:
-            combine(block, method=method, workers=2)
+            for workers in (2, 1):  # bands of a block (one layout), a whole block (another)
+                combine(block, method=method, workers=workers)
