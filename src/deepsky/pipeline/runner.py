@@ -83,12 +83,11 @@ class Pipeline:
     # ---- stages ------------------------------------------------------------------------
     def discover(self) -> Session:
         t0 = time.perf_counter()
-        # The rejection kernels load while the folder is read (numba releases the GIL for
-        # most of it), not when the first master needs them.
-        threading.Thread(target=preload, name="kernel-preload", daemon=True,
-                         args=([self.cfg.calibration.master_rejection,
-                                self.cfg.integration.rejection.replace("auto", "winsorized")],)
-                         ).start()
+        # numba's compiled kernels load in the background: the rejection's while the folder
+        # is read, the detection's and the warping's while the masters are combined (numba
+        # releases the GIL for most of it), not when a stage's first frame needs them.
+        threading.Thread(target=warm_up, args=(self.cfg,), name="kernel-preload",
+                         daemon=True).start()
         s = force_bayer(discover(self.session_path), self.cfg.calibration.bayer_pattern)
         check_output_folder(self.out, s.root)
         if not s.lights:
@@ -253,6 +252,51 @@ class Pipeline:
     def write_frames(self) -> Path:
         unreadable = self.session.unreadable_lights if self.session else []
         return write_frames_csv(self.out / "frames.csv", self.records, unreadable=unreadable)
+
+
+def warm_up(cfg: Config) -> None:
+    """Load the numba kernels a run will call (from numba's on-disk cache), with the
+    argument types the run gives them: the rejection's, then star detection's (on a small
+    synthetic frame) and the warping's. Failures are left for the real calls to meet."""
+    try:
+        _warm(cfg)
+    except Exception:  # noqa: BLE001 - a warm-up only
+        pass
+
+
+def _warm(cfg: Config) -> tuple[int, float]:
+    """:func:`warm_up`'s work; returns the synthetic frame's star count and the warped
+    window's mean (for the test that it does what a run does)."""
+    from deepsky.calibrate import cosmetic
+    from deepsky.detect.quality import frame_quality
+    from deepsky.detect.stars import detect_frame
+    from deepsky.integrate.trails import _max_run
+    from deepsky.register.warp import warp_window
+    from deepsky.types import Transform
+
+    preload([cfg.calibration.master_rejection,
+             cfg.integration.rejection.replace("auto", "winsorized")])
+    rng = np.random.default_rng(0)
+    img = rng.normal(100.0, 3.0, (128, 128)).astype(np.float32)
+    yy, xx = np.mgrid[0:128, 0:128]
+    for x, y in ((30.3, 40.6), (90.1, 70.4), (60.7, 100.2), (100.5, 20.8)):
+        img += (200.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 4.5)).astype(np.float32)
+    stars, bkg = detect_frame(img, box=min(cfg.detection.background_box, 32),
+                              threshold=cfg.detection.threshold,
+                              max_stars=cfg.detection.max_stars, saturation=60000.0)
+    frame_quality(stars, bkg)
+    bkg.level()
+    mask = np.zeros(img.shape, bool)
+    mask[64, 64] = True
+    cosmetic.DefectMap(mask, None).apply(img)
+    _max_run(np.zeros(4))
+    out = np.empty((1, 32, 32), np.float32)
+    warp_window(img, (0, 0), Transform.similarity(scale=1.0, angle_deg=0.3, dx=2.5, dy=1.5),
+                (40, 40), (32, 32), src_shape=img.shape,
+                method=cfg.registration.interpolation, clamp=cfg.registration.clamp,
+                fill=np.nan, parallel=False, out=out[0], footprint=False,
+                gain=np.ones(1, np.float32), offset=np.zeros(1, np.float32))
+    return len(stars), float(np.nanmean(out))
 
 
 def mosaic_warning(lights: list[FrameMeta]) -> str:
