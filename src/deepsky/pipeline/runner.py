@@ -9,28 +9,33 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from deepsky.calibrate.plan import CalibrationPlan, plan_calibration
 from deepsky.config import Config
-import numpy as np
-
-from deepsky.detect.quality import reference_score
 from deepsky.errors import InputError, RegistrationError, StackingError
 from deepsky.integrate.reject import preload
 from deepsky.io.discover import Session, discover, force_bayer, header_pattern
 from deepsky.io.sources import FrameSource, open_source
-from deepsky.pipeline.analysis import FrameAnalysis, analyze_frame
 from deepsky.pipeline.backends import Backend, LocalBackend
 from deepsky.pipeline.calibration import check_output_folder
 from deepsky.pipeline.progress import Reporter
-from deepsky.pipeline.records import write_frames_csv
-from deepsky.pipeline.registration import LightRecord, register_lights
-from deepsky.pipeline.stacking import StackGroup, _slug, stack_group
 from deepsky.types import FrameMeta
+
+# The later stages' modules (star detection, registration, stacking, and scipy's ndimage
+# and spatial they bring: 0.3 s of imports) are imported where they are used, and by the
+# background warm-up while the masters are combined: the masters need none of them.
+if TYPE_CHECKING:
+    from deepsky.pipeline.analysis import FrameAnalysis
+    from deepsky.pipeline.registration import LightRecord
+    from deepsky.pipeline.stacking import StackGroup
 
 
 def _analyze_task(args: tuple[Any, ...]) -> FrameAnalysis:
+    from deepsky.pipeline.analysis import FrameAnalysis, analyze_frame
+
     source, calibration, dark_scale, cfg, cache_dir = args
     try:
         return analyze_frame(source, calibration, dark_scale, cfg, cache_dir)
@@ -152,6 +157,8 @@ class Pipeline:
         return self.analyses
 
     def register(self) -> list[RegistrationGroup]:
+        from deepsky.pipeline.registration import LightRecord, register_lights
+
         if not self.analyses:
             self.analyze()
         by_geom: dict[tuple[Any, ...], list[LightRecord]] = defaultdict(list)
@@ -204,6 +211,9 @@ class Pipeline:
 
     def stack(self) -> list[StackGroup]:
         """One stack per filter (and camera geometry), all on the reference's grid."""
+        from deepsky.detect.quality import reference_score
+        from deepsky.pipeline.stacking import StackGroup, _slug, stack_group
+
         if not self.groups:
             self.register()
         self.stacks = []
@@ -250,6 +260,8 @@ class Pipeline:
         return self.stacks
 
     def write_frames(self) -> Path:
+        from deepsky.pipeline.records import write_frames_csv
+
         unreadable = self.session.unreadable_lights if self.session else []
         return write_frames_csv(self.out / "frames.csv", self.records, unreadable=unreadable)
 
@@ -267,6 +279,13 @@ def warm_up(cfg: Config) -> None:
 def _warm(cfg: Config) -> tuple[int, float]:
     """:func:`warm_up`'s work; returns the synthetic frame's star count and the warped
     window's mean (for the test that it does what a run does)."""
+    # First the kernel the first master needs, then the later stages' modules (imported
+    # here, while the masters are combined) and their kernels.
+    preload([cfg.calibration.master_rejection,
+             cfg.integration.rejection.replace("auto", "winsorized")])
+    import deepsky.pipeline.analysis  # noqa: F401
+    import deepsky.pipeline.registration  # noqa: F401
+    import deepsky.pipeline.stacking  # noqa: F401
     from deepsky.calibrate import cosmetic
     from deepsky.detect.quality import frame_quality
     from deepsky.detect.stars import detect_frame
@@ -274,8 +293,6 @@ def _warm(cfg: Config) -> tuple[int, float]:
     from deepsky.register.warp import warp_window
     from deepsky.types import Transform
 
-    preload([cfg.calibration.master_rejection,
-             cfg.integration.rejection.replace("auto", "winsorized")])
     rng = np.random.default_rng(0)
     img = rng.normal(100.0, 3.0, (128, 128)).astype(np.float32)
     yy, xx = np.mgrid[0:128, 0:128]
@@ -323,6 +340,8 @@ def mosaic_warning(lights: list[FrameMeta]) -> str:
 def no_lights_error(s: Session, out: Path) -> InputError:
     """The error for a session without a usable light; lights that exist but cannot be read
     are listed in ``out/frames.csv``."""
+    from deepsky.pipeline.records import write_frames_csv
+
     bad = s.unreadable_lights
     if bad:
         write_frames_csv(out / "frames.csv", [], unreadable=bad)
