@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numba as nb
 import numpy as np
@@ -897,6 +897,19 @@ def combine(
     >>> combine(b, method="mad")[0].item()
     1.0
     """
+    run, h, result = _prepare(block, method, low, high, weights, mask, max_iter, alpha,
+                              max_outliers, valid_weight)
+    for_bands(run, h, workers=workers, min_rows=8)
+    return result
+
+
+def _prepare(block: np.ndarray, method: str, low: float, high: float,
+             weights: np.ndarray | None, mask: np.ndarray | None, max_iter: int, alpha: float,
+             max_outliers: int | None, valid_weight: np.ndarray | None
+             ) -> tuple[Callable[[int, int], None], int,
+                        tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`combine`'s checks and outputs, and ``run(y0, y1)``, which combines rows
+    ``y0:y1`` of the block into them."""
     if method not in _CODE:
         raise ValueError(f"unknown rejection method {method!r}; one of {', '.join(METHODS)}")
     arr = np.asarray(block, dtype=np.float32)
@@ -934,8 +947,7 @@ def combine(
                      float(alpha), mo, out[y0:y1], nlow[y0:y1], nhigh[y0:y1], nused[y0:y1],
                      wvalid[y0:y1])
 
-    for_bands(run, h, workers=workers, min_rows=8)
-    return out, nlow, nhigh, nused
+    return run, h, (out, nlow, nhigh, nused)
 
 
 def preload(methods: Iterable[str]) -> None:
@@ -947,5 +959,10 @@ def preload(methods: Iterable[str]) -> None:
     block = np.zeros((8, 16, 8), np.float32)
     for method in dict.fromkeys(methods):
         if method in _CODE:
-            for workers in (2, 1):  # bands of a block (one layout), a whole block (another)
-                combine(block, method=method, workers=workers)
+            run, _h, _result = _prepare(block, method, 3.0, 3.0, None, None, 10, 0.05, None,
+                                        None)
+            # A band of the block (one array layout), the whole block (another); in this
+            # thread (no pool: a thread pool's workers are joined at exit, and a first run
+            # compiles for minutes; this thread is a daemon).
+            run(0, 8)
+            run(0, 16)
