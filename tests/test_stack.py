@@ -243,13 +243,13 @@ def test_checkpoint_writes_bands_of_tiles(tmp_path):
     ticks = []
     for i in (0, 2):  # two of the first band's three tiles: nothing written yet
         out.put(result(tiles[i]))
-        cp.save(out, i, tiles[i], lambda: ticks.append(1))
+        cp.save(i, tiles[i], lambda: ticks.append(1))
     cp._writer.finish()
     assert not cp.done_path.exists() and not ticks
     out.put(result(tiles[1]))
-    cp.save(out, 1, tiles[1], lambda: ticks.append(1))
+    cp.save(1, tiles[1], lambda: ticks.append(1))
     out.put(result(tiles[3]))  # the second band's first tile, then a failure
-    cp.save(out, 3, tiles[3], lambda: ticks.append(1))
+    cp.save(3, tiles[3], lambda: ticks.append(1))
     cp.finish(quietly=True)
     assert done_tiles(cp) == [0, 1, 2, 3] and len(ticks) == 4
     # What is in the file is what was computed: read back by a restarted integration.

@@ -322,28 +322,19 @@ def _sorted_mad(v: np.ndarray, col: int, lo: int, hi: int, med: float) -> float:
     return 0.5 * (prev + cur)
 
 
-@nb.njit(**_LEAF)
-def _first_at_least(v: np.ndarray, col: int, lo: int, hi: int, x: float) -> int:
-    """First index in the sorted column v[lo:hi, col] whose value is >= x (hi if none)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if v[mid, col] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@nb.njit(**_LEAF)
-def _first_above(v: np.ndarray, col: int, lo: int, hi: int, x: float) -> int:
-    """First index in the sorted column v[lo:hi, col] whose value is > x (hi if none)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if v[mid, col] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+@nb.njit(**_LEAF, inline="always")
+def _walk_in(v: np.ndarray, col: int, lo: int, hi: int, a: float, b: float) -> tuple[int, int]:
+    """``(i, j)``: the kept range of the sorted column v[lo:hi, col] between the cuts ``a``
+    and ``b`` (the samples >= a and <= b), walked to from its ends: the cuts clip few
+    samples, so this costs one mispredicted branch where a binary search costs about half
+    of its steps."""
+    i = lo
+    while i < hi and v[i, col] < a:
+        i += 1
+    j = hi
+    while j > i and v[j - 1, col] > b:
+        j -= 1
+    return i, j
 
 
 @nb.njit(**_LEAF)
@@ -387,7 +378,7 @@ def _clip_prefixed(v: np.ndarray, col: int, n: int, tmp: np.ndarray, tmp2: np.nd
     path: the median of the kept range is its middle, the clipping narrows the range from
     both ends, and the sums the sigma and the winsorized sigma need come from the prefix
     sums ``tmp[:, col]`` and ``tmp2[:, col]`` (sum and sum of squares of v[:i, col] - shift at i),
-    so that each round and each winsorizing pass is a few binary searches instead of a pass
+    so that each round and each winsorizing pass is a few short searches instead of a pass
     over the samples. ``v`` may be float32 (the sorted run): every statistic is computed in
     float64. (Columns of 2-D arrays, not 1-D views: a view per pixel costs numba a
     reference count.) Returns (n kept, n low, n high, first kept): the kept samples are
@@ -424,12 +415,7 @@ def _clip_prefixed(v: np.ndarray, col: int, n: int, tmp: np.ndarray, tmp2: np.nd
                 a = med - c
                 b = med + c
                 if pa < 0:  # a sixth of the samples or so lie beyond each cut
-                    pa = lo
-                    while pa < hi and v[pa, col] < a:
-                        pa += 1
-                    pb = hi
-                    while pb > pa and v[pb - 1, col] > b:
-                        pb -= 1
+                    pa, pb = _walk_in(v, col, lo, hi, a, b)
                 else:  # the cuts moved a little: walk from the last positions
                     while pa > lo and v[pa - 1, col] >= a:
                         pa -= 1
@@ -481,16 +467,7 @@ def _clip_prefixed(v: np.ndarray, col: int, n: int, tmp: np.ndarray, tmp2: np.nd
             sigma = 1.4826 * _sorted_mad(v, col, lo, hi, med)
         if sigma <= 0.0:
             break
-        # The cuts reject few samples, if any: walked to from the ends (one mispredicted
-        # branch where a binary search costs about half of its steps).
-        cut = med - low * sigma
-        new_lo = lo
-        while new_lo < hi and v[new_lo, col] < cut:
-            new_lo += 1
-        cut = med + high * sigma
-        new_hi = hi
-        while new_hi > new_lo and v[new_hi - 1, col] > cut:
-            new_hi -= 1
+        new_lo, new_hi = _walk_in(v, col, lo, hi, med - low * sigma, med + high * sigma)
         if new_hi - new_lo < 2:
             break  # never reject (almost) everything: keep what was there
         if new_lo == lo and new_hi == hi:
@@ -897,16 +874,16 @@ def combine(
     >>> combine(b, method="mad")[0].item()
     1.0
     """
-    run, h, result = _prepare(block, method, low, high, weights, mask, max_iter, alpha,
-                              max_outliers, valid_weight)
-    for_bands(run, h, workers=workers, min_rows=8)
+    run, result = _prepare(block, method, low, high, weights, mask, max_iter, alpha,
+                           max_outliers, valid_weight)
+    for_bands(run, result[0].shape[0], workers=workers, min_rows=8)
     return result
 
 
 def _prepare(block: np.ndarray, method: str, low: float, high: float,
              weights: np.ndarray | None, mask: np.ndarray | None, max_iter: int, alpha: float,
              max_outliers: int | None, valid_weight: np.ndarray | None
-             ) -> tuple[Callable[[int, int], None], int,
+             ) -> tuple[Callable[[int, int], None],
                         tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """:func:`combine`'s checks and outputs, and ``run(y0, y1)``, which combines rows
     ``y0:y1`` of the block into them."""
@@ -947,7 +924,7 @@ def _prepare(block: np.ndarray, method: str, low: float, high: float,
                      float(alpha), mo, out[y0:y1], nlow[y0:y1], nhigh[y0:y1], nused[y0:y1],
                      wvalid[y0:y1])
 
-    return run, h, (out, nlow, nhigh, nused)
+    return run, (out, nlow, nhigh, nused)
 
 
 def preload(methods: Iterable[str]) -> None:
@@ -959,8 +936,7 @@ def preload(methods: Iterable[str]) -> None:
     block = np.zeros((8, 16, 8), np.float32)
     for method in dict.fromkeys(methods):
         if method in _CODE:
-            run, _h, _result = _prepare(block, method, 3.0, 3.0, None, None, 10, 0.05, None,
-                                        None)
+            run, _result = _prepare(block, method, 3.0, 3.0, None, None, 10, 0.05, None, None)
             # A band of the block (one array layout), the whole block (another); in this
             # thread (no pool: a thread pool's workers are joined at exit, and a first run
             # compiles for minutes; this thread is a daemon).

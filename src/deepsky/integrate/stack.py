@@ -303,10 +303,9 @@ class TileCheckpoint:
                 self._missing[(y0, y1)].add(i)
         return [i for i in range(len(tiles)) if i not in done]
 
-    def save(self, out: "Integration", i: int, tile: tuple[int, int, int, int],
-             progress: Any = None) -> None:
-        """Hand finished tile ``i`` of ``out`` to the writer (``progress()`` once it is
-        written; ``out`` is the array :meth:`start` was given)."""
+    def save(self, i: int, tile: tuple[int, int, int, int], progress: Any = None) -> None:
+        """Hand finished tile ``i`` of the integration :meth:`start` was given to the writer
+        (``progress()`` once it is written)."""
         self._writer.submit(self._finished, i, tile, progress)
 
     def _finished(self, i: int, tile: tuple[int, int, int, int], progress: Any) -> None:
@@ -397,7 +396,7 @@ def integrate(inputs: Sequence[FrameInput], plan: StackPlan, backend: Any = None
         for i, res in zip(todo, results):
             out.put(res)
             if checkpoint is not None:
-                checkpoint.save(out, i, tiles[i], progress)
+                checkpoint.save(i, tiles[i], progress)
             elif progress is not None:
                 progress()
     except BaseException:

@@ -61,6 +61,11 @@ def check_input_file(path: Path, what: str) -> int:
     return st.st_size
 
 
+def is_gzip(path: Path) -> bool:
+    """Whether the file is a gzip stream (by its first two bytes, whatever its name)."""
+    return read_head(path, 2) == b"\x1f\x8b"
+
+
 def read_head(path: Path, n: int) -> bytes:
     """The first ``n`` bytes of a file (for recognising its format)."""
     try:

@@ -22,8 +22,8 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyError
 
 from deepsky.errors import InputError, OutputError
-from deepsky.io._common import check_image_array, check_input_file, owned_float32, read_head
-from deepsky.io._common import no_warnings, to_integer
+from deepsky.io._common import check_image_array, check_input_file, is_gzip, owned_float32
+from deepsky.io._common import no_warnings, read_head, to_integer
 from deepsky.io._common import short as _short
 from deepsky.io.atomic import atomic_path, output_error
 from deepsky.io.headers import as_float, first, header_cards_from_meta, meta_from_header
@@ -68,7 +68,7 @@ def _open(path: Path, *, memmap: bool) -> Iterator[fits.HDUList]:
     stream whose CRC is wrong, astropy loops, eating memory, forever (found by fuzzing).
     """
     check_input_file(path, "FITS")
-    gz = read_head(path, 2) == b"\x1f\x8b"
+    gz = is_gzip(path)
     try:
         fh = open(path, "rb")
     except OSError as err:

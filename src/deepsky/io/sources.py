@@ -22,7 +22,7 @@ import numpy as np
 
 from deepsky.errors import InputError
 from deepsky.io import format_of, read, read_meta
-from deepsky.io._common import no_warnings, read_head
+from deepsky.io._common import is_gzip, no_warnings
 from deepsky.io.atomic import atomic_path
 from deepsky.io.fits import FITS_ERRORS, check_scaling
 from deepsky.types import FrameMeta
@@ -212,19 +212,24 @@ def _fits_layout(p: Path) -> _Layout | None:
     """Data offset, dtype, shape and scaling of the first image HDU, if it is uncompressed
     (read once per version of the file: remembered by its path, size and mtime)."""
     try:
-        st = p.stat()
+        key = _layout_key(p)
     except OSError:
         return _read_layout(p)  # the error, as fits.open reports it
-    key = (str(p.absolute()), st.st_size, st.st_mtime_ns)
     if key not in _LAYOUTS:
         _LAYOUTS[key] = _read_layout(p)
     return _LAYOUTS[key]
 
 
+def _layout_key(p: Path) -> tuple[str, int, int]:
+    """A version of the file: its path, size and modification time."""
+    st = p.stat()
+    return str(p.absolute()), st.st_size, st.st_mtime_ns
+
+
 def _read_layout(p: Path) -> _Layout | None:
     from astropy.io import fits
 
-    if read_head(p, 2) == b"\x1f\x8b":
+    if is_gzip(p):
         return None  # gzip-compressed whatever its name: decoded, not mapped
     try:
         with no_warnings():
@@ -271,14 +276,14 @@ def remember_layout(p: Path, hdul: Any) -> None:
     if p.name.lower().endswith((".gz", ".fz")):
         return
     try:
-        if read_head(p, 2) == b"\x1f\x8b":  # HDUs of the decompressed stream
+        if is_gzip(p):  # HDUs of the decompressed stream
             return
-        st = p.stat()
+        key = _layout_key(p)
         with no_warnings():
             layout = _layout_in(hdul, p)
     except (InputError, OSError, *FITS_ERRORS):
         return
-    _LAYOUTS[(str(p.absolute()), st.st_size, st.st_mtime_ns)] = layout
+    _LAYOUTS[key] = layout
 
 
 def _blank_fits(blank: int, bitpix: int) -> bool:
