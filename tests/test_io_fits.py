@@ -15,6 +15,7 @@ from deepsky.errors import InputError, OutputError
 from deepsky.io import read, write
 from deepsky.io.fits import TiledFits, read_fits, read_fits_meta, read_fits_rows, write_fits
 from deepsky.types import BAYER_PATTERNS, FrameMeta, bayer_channel_masks, bayer_shift
+from deepsky.io.sources import open_source
 
 COLOUR_VALUES = {"R": 1000.0, "G": 2000.0, "B": 3000.0}
 
@@ -468,3 +469,36 @@ def test_band_reader_layout_follows_a_rewritten_file(tmp_path, u16):
     again = open_source(path)
     assert again.offset > first.offset
     np.testing.assert_array_equal(again.read_rows(0, 4), u16[:4] + 1)
+
+
+@pytest.mark.parametrize("bitpix, stored, bzero, bscale", _SCALINGS)
+def test_read_sample_is_the_strided_frame(tmp_path, bitpix, stored, bzero, bscale):
+    """FrameSource.read_sample converts only the sampled pixels; it must give exactly the
+    sampled pixels of the whole frame, whatever the scaling (here on a 9 x 11 tiling of the
+    case's values, so that every stored value lands on sampled pixels)."""
+    big = np.tile(stored, (5, 4))[:9, :11]
+    cards = {}
+    if bscale is not None:
+        cards["BSCALE"] = float(bscale)
+    if bzero is not None:
+        cards["BZERO"] = float(bzero) if isinstance(bzero, float) else bzero
+    src = open_source(write_raw_fits(tmp_path / "s.fits", big, bitpix, **cards))
+    assert src.offset is not None  # the mapped reader
+    for step in (1, 2, 3, 4):
+        got = src.read_sample(step)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, src.read()[::step, ::step])
+
+
+def test_read_sample_of_blank_cube_and_decoded_sources(tmp_path, u16):
+    stored = np.array([[0, -5, 7, 3], [-5, 1, 2, -5], [4, -5, 6, 8]], np.int16)
+    blank = open_source(write_raw_fits(tmp_path / "b.fits", stored, 16, BSCALE=0.5, BLANK=-5))
+    np.testing.assert_array_equal(blank.read_sample(2), blank.read()[::2, ::2])
+    assert np.isnan(blank.read_sample(1)).sum() == 4
+    cube = np.random.default_rng(3).uniform(0, 6e4, size=(3, 7, 9)).astype(np.float32)
+    write_fits(tmp_path / "c.fits", cube)
+    np.testing.assert_array_equal(open_source(tmp_path / "c.fits").read_sample(3),
+                                  cube[:, ::3, ::3])
+    fz = open_source(_write_fz(tmp_path / "a.fits.fz", u16, tile=(8, 23)))
+    assert fz.offset is None  # decoded, not mapped
+    np.testing.assert_array_equal(fz.read_sample(4), u16[::4, ::4])

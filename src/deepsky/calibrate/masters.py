@@ -126,7 +126,7 @@ def _median(values: Sequence[float | None]) -> float | None:
 def frame_level(source: FrameSource, *, subtract: np.ndarray | None = None,
                 stride: int = 4) -> float:
     """Robust level (median) of a frame, from a strided sample of its pixels."""
-    sample = source.read()[..., ::stride, ::stride]
+    sample = source.read_sample(stride)
     if subtract is not None:
         sample = sample - subtract[..., ::stride, ::stride]
     sample = sample[np.isfinite(sample)]

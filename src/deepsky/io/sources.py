@@ -77,6 +77,14 @@ class FrameSource:
         """The whole frame as float32."""
         return self.read_rows(0, self.meta.height)
 
+    def read_sample(self, step: int) -> np.ndarray:
+        """Every ``step``-th row and column of the frame (``[..., ::step, ::step]``) as new
+        float32: only the sampled pixels are converted."""
+        if self.offset is not None:
+            return self._read_mapped(0, self.meta.height, step=step)
+        arr = self._decoded()
+        return _inf_to_nan(np.array(arr[..., ::step, ::step], dtype=np.float32, copy=True))
+
     def read_region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Rows ``y0:y1`` and columns ``x0:x1`` (clipped to the frame) as new float32; only
         those bytes are read from an uncompressed FITS file."""
@@ -92,17 +100,18 @@ class FrameSource:
         arr = self._decoded()
         return _inf_to_nan(np.array(arr[..., y0:y1, x0:x1], dtype=np.float32, copy=True))
 
-    def _read_mapped(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
+    def _read_mapped(self, y0: int, y1: int, x0: int = 0, x1: int | None = None,
+                     step: int = 1) -> np.ndarray:
         mm = None
         if self.file_shape is not None and len(self.file_shape) == 2:
-            band = self._pread_rows(y0, y1)[:, x0:x1]
+            band = self._pread_rows(y0, y1)[::step, x0:x1:step]
         else:  # planes: a memory map of the file's data
             try:
                 mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset,
                                shape=self.file_shape)
             except (OSError, ValueError) as err:
                 raise InputError(self.path, f"cannot read the pixel data ({err})") from err
-            band = mm[..., y0:y1, x0:x1]
+            band = mm[..., y0:y1:step, x0:x1:step]
         try:
             out = band.astype(np.float32)
             bad = band == self.blank if self.blank is not None else None
@@ -256,8 +265,7 @@ def _layout_in(hdul: Any, p: Path) -> _Layout | None:
         check_scaling(h, p)
         bitpix = int(h["BITPIX"])
         dims = tuple(int(h[f"NAXIS{k}"]) for k in range(naxis, 0, -1))
-        info = hdul.fileinfo(i)
-        offset = int(info["datLoc"])
+        offset = int(hdu.fileinfo()["datLoc"])  # (HDUList.fileinfo re-serialises the header)
         nbytes = abs(bitpix) // 8 * int(np.prod(dims))
         if p.stat().st_size < offset + nbytes:
             raise InputError(p, f"truncated: the data needs {offset + nbytes} bytes, "
