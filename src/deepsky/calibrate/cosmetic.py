@@ -75,8 +75,7 @@ def find_hot_pixels(dark: np.ndarray, bayer: str | None, *, sigma: float = 5.0,
     """Pixels of a master dark (bias-subtracted or not) more than ``sigma`` robust standard
     deviations above their same-colour neighbourhood, and more than ``min_level`` above it."""
     r = local_residual(dark, bayer)
-    s = robust_sigma(r[::2, ::2] if r.size > 4_000_000 else r)
-    thr = max(sigma * s, min_level)
+    thr = max(sigma * robust_sigma(_spread_sample(r)), min_level)
     return r > thr
 
 
@@ -85,8 +84,15 @@ def find_cold_pixels(flat: np.ndarray, bayer: str | None, *, sigma: float = 5.0,
     """Pixels of a normalised master flat far below their neighbourhood (dead or dim pixels):
     more than ``sigma`` robust sigmas and more than ``min_drop`` (fraction) below."""
     r = local_residual(flat, bayer)
-    s = robust_sigma(r)
-    return r < -max(sigma * s, min_drop)
+    return r < -max(sigma * robust_sigma(_spread_sample(r)), min_drop)
+
+
+def _spread_sample(r: np.ndarray) -> np.ndarray:
+    """Every third pixel of a residual image above 3 million pixels (a million or more
+    samples: the MAD to ~0.1 %, in a third of the time), else all of it. Every third in
+    storage order meets both row and both column parities, so all four colours of a mosaic
+    (every other row and column would see only one)."""
+    return np.ravel(r)[::3] if r.size > 3_000_000 else r
 
 
 def find_bad_lines(image: np.ndarray, bayer: str | None, *, sigma: float = 5.0,
