@@ -74,6 +74,8 @@ class Pipeline:
     stacks: list[StackGroup] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    # Set when the masters stage begins: the warm-up's signal for the later stages' imports.
+    _masters_begun: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
         self.session_path = Path(self.session_path)
@@ -91,8 +93,8 @@ class Pipeline:
         # numba's compiled kernels load in the background: the rejection's while the folder
         # is read, the detection's and the warping's while the masters are combined (numba
         # releases the GIL for most of it), not when a stage's first frame needs them.
-        threading.Thread(target=warm_up, args=(self.cfg,), name="kernel-preload",
-                         daemon=True).start()
+        threading.Thread(target=warm_up, args=(self.cfg, self._masters_begun),
+                         name="kernel-preload", daemon=True).start()
         s = force_bayer(discover(self.session_path), self.cfg.calibration.bayer_pattern)
         check_output_folder(self.out, s.root)
         if not s.lights:
@@ -112,6 +114,7 @@ class Pipeline:
 
     def calibration(self) -> CalibrationPlan:
         s = self.session or self.discover()
+        self._masters_begun.set()
         with self.reporter.stage("masters"):
             t0 = time.perf_counter()
             self.plan = plan_calibration(s, self.cfg.calibration, out=self.out / "masters",
@@ -266,23 +269,30 @@ class Pipeline:
         return write_frames_csv(self.out / "frames.csv", self.records, unreadable=unreadable)
 
 
-def warm_up(cfg: Config) -> None:
+def warm_up(cfg: Config, masters_begun: threading.Event | None = None) -> None:
     """Load the numba kernels a run will call (from numba's on-disk cache), with the
-    argument types the run gives them: the rejection's, then star detection's (on a small
-    synthetic frame) and the warping's. Failures are left for the real calls to meet."""
+    argument types the run gives them: the rejection's at once (the first master needs
+    them), then -- once the masters stage has begun, ``masters_begun`` -- the later stages'
+    modules and star detection's (on a small synthetic frame) and the warping's kernels.
+
+    The wait matters on few cores: importing those modules (scipy's ndimage and spatial,
+    ~0.5 s) holds the GIL, and done while the folder is read it took turns with the
+    discovery, which is Python too, one core doing both; during the masters it runs beside
+    the combination's kernels, which release the GIL. Failures are left for the real calls
+    to meet."""
     try:
+        preload([cfg.calibration.master_rejection,
+                 cfg.integration.rejection.replace("auto", "winsorized")])
+        if masters_begun is not None:
+            masters_begun.wait()
         _warm(cfg)
     except Exception:  # noqa: BLE001 - a warm-up only
         pass
 
 
 def _warm(cfg: Config) -> tuple[int, float]:
-    """:func:`warm_up`'s work; returns the synthetic frame's star count and the warped
-    window's mean (for the test that it does what a run does)."""
-    # First the kernel the first master needs, then the later stages' modules (imported
-    # here, while the masters are combined) and their kernels.
-    preload([cfg.calibration.master_rejection,
-             cfg.integration.rejection.replace("auto", "winsorized")])
+    """The later stages' part of :func:`warm_up`; returns the synthetic frame's star count
+    and the warped window's mean (for the test that it does what a run does)."""
     import deepsky.pipeline.analysis  # noqa: F401
     import deepsky.pipeline.registration  # noqa: F401
     import deepsky.pipeline.stacking  # noqa: F401
