@@ -353,20 +353,23 @@ def _calibration_for(b: _Builder, lights: list[FrameMeta], geom: tuple[Any, ...]
     if cfg.cosmetic:
         mask = np.zeros((example.height, example.width), bool)
         if example.channels == 1:
-            searches: list[Callable[[], np.ndarray]] = []
+            lines: list[Callable[[], np.ndarray]] = []
+            pixels: list[Callable[[], np.ndarray]] = []
             if dark_master is not None:
                 current = dark_master.data - (bias_master.data if bias_master is not None else 0)
-                searches += [
-                    lambda: cosmetic.find_hot_pixels(current, bayer, sigma=cfg.hot_sigma),
-                    lambda: cosmetic.find_bad_lines(current, bayer, sigma=cfg.hot_sigma)]
+                lines.append(lambda: cosmetic.find_bad_lines(current, bayer, sigma=cfg.hot_sigma))
+                pixels.append(
+                    lambda: cosmetic.find_hot_pixels(current, bayer, sigma=cfg.hot_sigma))
             if flat_norm is not None:
-                searches += [
-                    lambda: cosmetic.find_cold_pixels(flat_norm, bayer, sigma=cfg.cold_sigma),
-                    lambda: cosmetic.find_bad_lines(flat_norm, bayer, sigma=cfg.cold_sigma,
-                                                    min_level=0.02)]
+                lines.append(lambda: cosmetic.find_bad_lines(flat_norm, bayer,
+                                                             sigma=cfg.cold_sigma, min_level=0.02))
+                pixels.append(
+                    lambda: cosmetic.find_cold_pixels(flat_norm, bayer, sigma=cfg.cold_sigma))
                 mask |= flat_low
-            # independent searches (OpenCV and numpy release the GIL): side by side
-            for found in map_threads(lambda search: search(), searches):
+            # independent searches (OpenCV and numpy release the GIL): side by side, the line
+            # searches (their medians of every row and column: the longest) first, so that
+            # the pixel searches fill in behind them instead of one core waiting at the end
+            for found in map_threads(lambda search: search(), lines + pixels):
                 mask |= found
             if not dark_matches:
                 # Hot pixels show in the master dark when there is one of the lights'
