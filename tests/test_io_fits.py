@@ -502,3 +502,36 @@ def test_read_sample_of_blank_cube_and_decoded_sources(tmp_path, u16):
     fz = open_source(_write_fz(tmp_path / "a.fits.fz", u16, tile=(8, 23)))
     assert fz.offset is None  # decoded, not mapped
     np.testing.assert_array_equal(fz.read_sample(4), u16[::4, ::4])
+
+
+@pytest.mark.parametrize("bitpix, stored, bzero, bscale", _SCALINGS)
+def test_read_rows_into_is_read_rows(tmp_path, bitpix, stored, bzero, bscale):
+    """FrameSource.read_rows_into converts integers straight into the caller's array: the
+    same values as read_rows, whatever the scaling and the stored type."""
+    big = np.tile(stored, (4, 3))[:7, :8]
+    cards = {}
+    if bscale is not None:
+        cards["BSCALE"] = float(bscale)
+    if bzero is not None:
+        cards["BZERO"] = float(bzero) if isinstance(bzero, float) else bzero
+    src = open_source(write_raw_fits(tmp_path / "s.fits", big, bitpix, **cards))
+    for y0, y1 in ((0, 7), (2, 5), (6, 7)):
+        out = np.full((y1 - y0, 8), -1.0, np.float32)
+        src.read_rows_into(y0, y1, out)
+        np.testing.assert_array_equal(out, src.read_rows(y0, y1))
+
+
+def test_read_rows_into_blank_cube_and_decoded_sources(tmp_path, u16):
+    stored = np.array([[0, -5, 7, 3], [-5, 1, 2, -5], [4, -5, 6, 8]], np.int16)
+    blank = open_source(write_raw_fits(tmp_path / "b.fits", stored, 16, BSCALE=0.5, BLANK=-5))
+    out = np.zeros((2, 4), np.float32)
+    blank.read_rows_into(1, 3, out)
+    np.testing.assert_array_equal(out, blank.read_rows(1, 3))  # NaN where BLANK
+    cube = np.random.default_rng(3).uniform(0, 6e4, size=(3, 7, 9)).astype(np.float32)
+    write_fits(tmp_path / "c.fits", cube)
+    out = np.zeros((3, 4, 9), np.float32)
+    open_source(tmp_path / "c.fits").read_rows_into(2, 6, out)
+    np.testing.assert_array_equal(out, cube[:, 2:6])
+    out = np.zeros((5, 23), np.float32)
+    open_source(_write_fz(tmp_path / "a.fits.fz", u16, tile=(8, 23))).read_rows_into(3, 8, out)
+    np.testing.assert_array_equal(out, u16[3:8])

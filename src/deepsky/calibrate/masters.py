@@ -93,10 +93,10 @@ def combine_sources(
         block = buf[: int(np.prod(band_shape))].reshape(band_shape)  # contiguous
 
         def fill(i: int) -> None:
-            b = sources[i].read_rows(y0, y1)
-            if prepare is not None:
-                b = prepare(b, i, y0, y1)
-            block[i] = b
+            if prepare is None:
+                sources[i].read_rows_into(y0, y1, block[i])
+            else:
+                block[i] = prepare(sources[i].read_rows(y0, y1), i, y0, y1)
 
         map_threads(fill, range(n))
         if channels == 1:

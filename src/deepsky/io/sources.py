@@ -73,6 +73,22 @@ class FrameSource:
         arr = self._decoded()
         return _inf_to_nan(np.array(arr[..., y0:y1, :], dtype=np.float32, copy=True))
 
+    def read_rows_into(self, y0: int, y1: int, out: np.ndarray) -> None:
+        """:meth:`read_rows` written into ``out`` (float32, of the band's shape). A plain
+        FITS image of integers is converted straight from the file's bytes, without the
+        float32 band :meth:`read_rows` returns and its copy into ``out``."""
+        if (self.offset is not None and self.file_shape is not None
+                and len(self.file_shape) == 2 and self.blank is None
+                and np.dtype(self.dtype).kind in "iu" and 0 <= y0 < y1 <= self.meta.height
+                and out.shape == (y1 - y0, self.meta.width) and out.dtype == np.float32):
+            np.copyto(out, self._pread_rows(y0, y1), casting="unsafe")
+            if self.bscale != 1.0:  # the same operations, in the same order, as read_rows
+                out *= np.float32(self.bscale)
+            if self.bzero != 0.0:
+                out += np.float32(self.bzero)
+        else:
+            out[...] = self.read_rows(y0, y1)
+
     def read(self) -> np.ndarray:
         """The whole frame as float32."""
         return self.read_rows(0, self.meta.height)
