@@ -116,3 +116,45 @@ def test_trail_search_warp_is_the_nearest_neighbour_warp(kind):
     same = (got == want) | (np.isnan(got) & np.isnan(want))
     assert same.mean() > 0.999 and np.isnan(want).sum() > 1000
     assert np.isnan(got[~np.isnan(want)]).sum() <= 1
+
+
+def test_compiled_same_convolution_is_numpys():
+    """The trail extent's smoothing (compiled) is np.convolve(..., "same"), also where the
+    kernel is the longer of the two (numpy then convolves the other way round)."""
+    from deepsky.integrate.trails import _convolve_same
+
+    rng = np.random.default_rng(4)
+    for n in range(1, 25):
+        for m in (1, 2, 5, 10, 31):
+            a, v = rng.normal(size=n), rng.normal(size=m)
+            np.testing.assert_allclose(_convolve_same(a, v), np.convolve(a, v, "same"),
+                                       rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("theta_deg, steep", [(20.0, False), (71.0, True), (90.0, True)])
+def test_refined_line_matches_the_drawn_one(theta_deg, steep):
+    """The compiled candidate refinement, on a drawn segment (shallow and steep, so both of
+    the strip's scan directions): its ends within 3 px, its width about the drawn one."""
+    from deepsky.integrate.trails import _refine
+
+    n = 300
+    rng = np.random.default_rng(7)
+    z = rng.normal(0, 1, (n, n)).astype(np.float32)
+    yy, xx = np.mgrid[0:n, 0:n]
+    th = np.radians(theta_deg)
+    ux, uy = np.cos(th), np.sin(th)
+    x0, y0 = 150 - 100 * ux, 150 - 100 * uy
+    seg = (x0, y0, 150 + 100 * ux, 150 + 100 * uy)
+    _add_segment(z, yy, xx, seg, 6.0, sigma=1.0)
+    normal = th + np.pi / 2  # the Hough parametrisation: x cos + y sin = rho
+    rho = 150 * np.cos(normal) + 150 * np.sin(normal)
+    assert (abs(np.sin(normal)) < abs(np.cos(normal))) == steep
+    got = _refine(z, float(normal), float(rho), min_length=60.0)
+    assert got is not None
+    gx0, gy0, gx1, gy1, width, halo = got
+    ends = sorted([(gx0, gy0), (gx1, gy1)])
+    want = sorted([seg[:2], seg[2:]])
+    for (a, b), (c, d) in zip(ends, want):
+        assert np.hypot(a - c, b - d) < 0.06 * 200 + 3  # the 5 % extension each side
+    assert 1.5 < width < 4.0 and halo >= width / 2
+    assert _refine(z, float(normal), float(rho) + 40.0, min_length=60.0) is None  # beside it

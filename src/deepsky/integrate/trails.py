@@ -278,99 +278,244 @@ def _segment_pixels(z: np.ndarray, seg: "Trail", half: float) -> tuple[np.ndarra
 def _refine(z: np.ndarray, theta: float, rho: float, *, min_length: float,
             max_width: float = 4.0) -> tuple[float, float, float, float, float, float] | None:
     """Least-squares line through the significant pixels near (theta, rho), its width and
-    its extent."""
-    h, w = z.shape
+    its extent. Compiled (:func:`_refine_fit`, :func:`_refine_shape`): each Hough candidate
+    was ~0.7 ms of small numpy operations holding the GIL, 20 candidates on a frame without
+    a trail; only the 2 x 2 eigen-decomposition stays numpy's (its eigenvectors' signs are
+    LAPACK's, and the extent's binning follows the direction)."""
     c, s = math.cos(theta), math.sin(theta)
-    # Work only on a strip around the candidate line, not the whole map.
-    ys, xs = _band(c, s, rho, 15.5, h, w)
-    zv = z[ys, xs]
-    xx, yy = xs.astype(np.float64), ys.astype(np.float64)
-    d = xx * c + yy * s - rho
-    near = (np.abs(d) <= 4.0) & np.isfinite(zv)
-    sel = near & (zv > 1.5)
-    if sel.sum() < max(5, 0.25 * min_length):
+    fit = _refine_fit(z, c, s, rho, 0.25 * min_length)
+    n, mx, my, cxx, cxy, cyy, xx, yy, zv = fit
+    if n == 0:
         return None
-    px = xx[sel]
-    py = yy[sel]
-    wt = np.clip(zv[sel].astype(float), 0, 10)
-    mx, my = np.average(px, weights=wt), np.average(py, weights=wt)
-    cov = np.cov(np.stack([px - mx, py - my]), aweights=wt)
-    evals, evecs = np.linalg.eigh(cov)
+    _, evecs = np.linalg.eigh(np.array([[cxx, cxy], [cxy, cyy]]))
     ux, uy = evecs[:, 1]  # direction of the line
-    nx, ny = -uy, ux
-    dist = (xx - mx) * nx + (yy - my) * ny
-    along = (xx - mx) * ux + (yy - my) * uy
-    finite = np.isfinite(zv)
-    extent = _extent(zv, along, (np.abs(dist) <= 1.0) & finite, min_length)
-    if extent is None:
+    r = _refine_shape(xx, yy, zv, mx, my, float(ux), float(uy), min_length, max_width)
+    if not r[0] == r[0]:  # NaN: not a trail
         return None
-    ta, tb = extent
-    # Cross profile over the extent: mean significance in 0.5 px bins of distance.
-    band = (np.abs(dist) <= 12.0) & finite & (along >= ta) & (along <= tb)
-    bins = np.arange(-12.0, 12.01, 0.5)
-    idx = np.digitize(dist[band], bins) - 1
-    prof = np.bincount(idx, weights=np.clip(zv[band], -5, None),
-                       minlength=len(bins))[:len(bins) - 1]
-    cntp = np.bincount(idx, minlength=len(bins))[:len(bins) - 1]
-    prof = np.where(cntp > 0, prof / np.maximum(cntp, 1), 0.0)
+    return (float(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]))
+
+
+@nb.njit(cache=True, nogil=True)
+def _refine_fit(z: np.ndarray, c: float, s: float, rho: float, min_sel: float
+                ) -> tuple[int, float, float, float, float, float, np.ndarray, np.ndarray,
+                           np.ndarray]:
+    """The strip within 15.5 px of the line x c + y s = rho (found column by column, or row
+    by row for a steep line, as :func:`_band` does), and the weighted centre and covariance
+    (as ``np.cov(..., aweights)``) of its pixels within 4 px above 1.5 sigma, weights the
+    significance clipped to 10. n = 0 when fewer than max(5, ``min_sel``) pixels qualify."""
+    h, w = z.shape
+    half = 15.5
+    steep = abs(s) < abs(c)
+    cu, sv, hv, wu = (s, c, w, h) if steep else (c, s, h, w)
+    k = int(math.ceil(half / abs(sv))) + 1
+    cap = (2 * k + 2) * wu
+    xx = np.empty(cap)
+    yy = np.empty(cap)
+    zv = np.empty(cap)
+    m = 0
+    for j in range(-k, k + 2):  # the order of _band's boolean selection: offsets, then u
+        for u in range(wu):
+            v = math.floor((rho - u * cu) / sv) + j
+            if v < 0 or v >= hv or abs(u * cu + v * sv - rho) > half:
+                continue
+            x, y = (v, u) if steep else (u, v)
+            xx[m] = x
+            yy[m] = y
+            zv[m] = z[int(y), int(x)]
+            m += 1
+    xx, yy, zv = xx[:m], yy[:m], zv[:m]
+    n = 0
+    sw = 0.0
+    sx = 0.0
+    sy = 0.0
+    for i in range(m):
+        zi = zv[i]
+        if zi > 1.5 and abs(xx[i] * c + yy[i] * s - rho) <= 4.0:
+            wt = min(zi, 10.0)
+            n += 1
+            sw += wt
+            sx += wt * xx[i]
+            sy += wt * yy[i]
+    if n < max(5.0, min_sel):
+        return 0, 0.0, 0.0, 0.0, 0.0, 0.0, xx, yy, zv
+    mx = sx / sw
+    my = sy / sw
+    # np.cov with aweights: centred again on the weighted mean of the centred values, then
+    # divided by sum(w) - sum(w^2) / sum(w)
+    ax = 0.0
+    ay = 0.0
+    sw2 = 0.0
+    for i in range(m):
+        zi = zv[i]
+        if zi > 1.5 and abs(xx[i] * c + yy[i] * s - rho) <= 4.0:
+            wt = min(zi, 10.0)
+            ax += wt * (xx[i] - mx)
+            ay += wt * (yy[i] - my)
+            sw2 += wt * wt
+    ax /= sw
+    ay /= sw
+    cxx = 0.0
+    cxy = 0.0
+    cyy = 0.0
+    for i in range(m):
+        zi = zv[i]
+        if zi > 1.5 and abs(xx[i] * c + yy[i] * s - rho) <= 4.0:
+            wt = min(zi, 10.0)
+            dx = xx[i] - mx - ax
+            dy = yy[i] - my - ay
+            cxx += wt * dx * dx
+            cxy += wt * dx * dy
+            cyy += wt * dy * dy
+    fact = sw - sw2 / sw
+    return n, mx, my, cxx / fact, cxy / fact, cyy / fact, xx, yy, zv
+
+
+@nb.njit(cache=True, nogil=True)
+def _refine_shape(xx: np.ndarray, yy: np.ndarray, zv: np.ndarray, mx: float, my: float,
+                  ux: float, uy: float, min_length: float, max_width: float) -> np.ndarray:
+    """The fitted line's extent (:func:`_extent`), width (from the cross profile: mean
+    significance in 0.5 px bins of distance out to 12 px) and halo, as (x0, y0, x1, y1,
+    width, halo); NaNs when the candidate is no trail (too short, too wide, or a blob)."""
+    nan6 = np.full(6, np.nan)
+    nx, ny = -uy, ux
+    m = xx.size
+    dist = np.empty(m)
+    along = np.empty(m)
+    for i in range(m):
+        dist[i] = (xx[i] - mx) * nx + (yy[i] - my) * ny
+        along[i] = (xx[i] - mx) * ux + (yy[i] - my) * uy
+    ext = _extent_of(zv, along, dist, min_length)
+    if not ext[0] == ext[0]:
+        return nan6
+    ta, tb = ext[0], ext[1]
+    # Cross profile over the extent (np.digitize on the edges -12, -11.5, ..., 12: bin j
+    # holds edges[j] <= d < edges[j + 1]; d = 12 falls beyond the last and is dropped).
+    nbin = 48
+    prof = np.zeros(nbin)
+    cntp = np.zeros(nbin, np.int64)
+    for i in range(m):
+        d = dist[i]
+        zi = zv[i]
+        if abs(d) <= 12.0 and zi == zi and along[i] >= ta and along[i] <= tb:
+            j = min(nbin, max(0, int(math.floor((d + 12.0) * 2.0))))
+            while j > 0 and d < -12.0 + 0.5 * j:
+                j -= 1
+            while j < nbin and d >= -12.0 + 0.5 * (j + 1):
+                j += 1
+            if j < nbin:
+                prof[j] += max(zi, -5.0)
+                cntp[j] += 1
+    for j in range(nbin):
+        prof[j] = prof[j] / cntp[j] if cntp[j] > 0 else 0.0
     peak = prof.max()
     if peak <= 0:
-        return None
-    width = max(1.0, 0.5 * float((prof >= 0.5 * peak).sum()))
+        return nan6
+    width = max(1.0, 0.5 * float(np.sum(prof >= 0.5 * peak)))
     # A trail is narrow: its cross profile falls back to the noise a few pixels out. A line
     # through a blob (a galaxy core's residual) does not.
-    centres = bins[:-1] + 0.25
-    outer = (np.abs(centres) >= max(3.0, 1.5 * width)) & (cntp > 0)
-    if width > max_width or (outer.any() and prof[outer].mean() > 0.25 * peak):
-        return None
+    centres = -12.0 + 0.5 * np.arange(nbin) + 0.25
+    lim = max(3.0, 1.5 * width)
+    so = 0.0
+    no = 0
+    for j in range(nbin):
+        if abs(centres[j]) >= lim and cntp[j] > 0:
+            so += prof[j]
+            no += 1
+    if width > max_width or (no > 0 and so / no > 0.25 * peak):
+        return nan6
     # Halo: out to where the profile (contiguous from the centre) stays above 1 sigma of the
     # bin mean: a bright trail's wings reach well beyond its half maximum.
     centre = int(np.argmax(prof))
-    per_bin = float(np.median(cntp[cntp > 0])) if (cntp > 0).any() else 1.0
+    filled = cntp[cntp > 0]
+    per_bin = float(np.median(filled.astype(np.float64))) if filled.size else 1.0
     level = 1.0 / math.sqrt(max(1.0, per_bin))
     lo_i = centre
     while lo_i > 0 and prof[lo_i - 1] > 2.0 * level:
         lo_i -= 1
     hi_i = centre
-    while hi_i < len(prof) - 1 and prof[hi_i + 1] > 2.0 * level:
+    while hi_i < nbin - 1 and prof[hi_i + 1] > 2.0 * level:
         hi_i += 1
     halo = max(abs(centres[lo_i]), abs(centres[hi_i])) + 0.5
-    return (mx + ta * ux, my + ta * uy, mx + tb * ux, my + tb * uy, width, halo)
+    out = np.empty(6)
+    out[0] = mx + ta * ux
+    out[1] = my + ta * uy
+    out[2] = mx + tb * ux
+    out[3] = my + tb * uy
+    out[4] = width
+    out[5] = halo
+    return out
 
 
-def _extent(z: np.ndarray, along: np.ndarray, core: np.ndarray,
-            min_length: float) -> tuple[float, float] | None:
-    """Where along the line the trail is: the stretch that maximises the summed excess of
-    the along-line mean significance over half the trail's typical level (Kadane's maximum
+@nb.njit(cache=True, nogil=True)
+def _extent_of(zv: np.ndarray, along: np.ndarray, dist: np.ndarray,
+               min_length: float) -> np.ndarray:
+    """Where along the line the trail is, (start, end) or NaNs: the stretch that maximises
+    the summed excess of the along-line mean significance (pixels within 1 px of the line,
+    clipped to -5..20, in 1 px bins) over half the trail's typical level (Kadane's maximum
     subarray), which bridges short dips (dashed airplane lights, noise) and stops where the
     trail really ends."""
-    t = along[core]
-    if t.size < 3:
-        return None
-    v = np.clip(z[core], -5, 20)
-    t0, t1 = float(t.min()), float(t.max())
+    none = np.full(2, np.nan)
+    m = zv.size
+    nc = 0
+    t0 = np.inf
+    t1 = -np.inf
+    for i in range(m):
+        if abs(dist[i]) <= 1.0 and zv[i] == zv[i]:
+            nc += 1
+            t0 = min(t0, along[i])
+            t1 = max(t1, along[i])
+    if nc < 3:
+        return none
     nb_ = int(t1 - t0) + 1
     if nb_ < 3:
-        return None
-    k = np.clip((t - t0).astype(int), 0, nb_ - 1)
-    sums = np.bincount(k, weights=v, minlength=nb_)
-    cnts = np.bincount(k, minlength=nb_)
-    mean = np.where(cnts > 0, sums / np.maximum(cnts, 1), 0.0)
+        return none
+    sums = np.zeros(nb_)
+    cnts = np.zeros(nb_, np.int64)
+    for i in range(m):
+        if abs(dist[i]) <= 1.0 and zv[i] == zv[i]:
+            k = min(max(int(along[i] - t0), 0), nb_ - 1)
+            sums[k] += min(max(zv[i], -5.0), 20.0)
+            cnts[k] += 1
+    mean = np.empty(nb_)
+    for k in range(nb_):
+        mean[k] = sums[k] / cnts[k] if cnts[k] > 0 else 0.0
     win = max(5, int(min_length / 10))
-    sm = np.convolve(mean, np.ones(win) / win, mode="same")
-    per_px = max(1.0, float(np.median(cnts[cnts > 0])))
+    sm = _convolve_same(mean, np.ones(win) / win)
+    filled = cnts[cnts > 0]
+    per_px = max(1.0, float(np.median(filled.astype(np.float64))))
     noise = 1.0 / math.sqrt(per_px * win)
     on = sm > 3.0 * noise
     if not on.any():
-        return None
+        return none
     tau = 0.5 * float(np.median(sm[on]))
     a, b = _max_run(mean - tau)
     if b - a < min_length:
-        return None
+        return none
     # The ends of a faint trail fade into the noise: extend 5 % on each side, the cheaper
     # error (a few more masked pixels in one frame) than leaving a trail's end in the stack.
     ext = 0.05 * (b - a)
-    return t0 + a - ext, t0 + b + 1 + ext
+    out = np.empty(2)
+    out[0] = t0 + a - ext
+    out[1] = t0 + b + 1 + ext
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _convolve_same(a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``np.convolve(a, v, mode="same")``: the middle max(len a, len v) values of the full
+    convolution (numpy convolves the shorter with the longer)."""
+    if v.size > a.size:
+        a, v = v, a
+    n, m = a.size, v.size
+    off = (m - 1) // 2
+    out = np.empty(n)
+    for i in range(n):
+        k = i + off
+        acc = 0.0
+        for j in range(max(0, k - n + 1), min(m, k + 1)):
+            acc += a[k - j] * v[j]
+        out[i] = acc
+    return out
 
 
 @nb.njit(cache=True, nogil=True)

@@ -299,7 +299,7 @@ def _warm(cfg: Config) -> tuple[int, float]:
     from deepsky.calibrate import cosmetic
     from deepsky.detect.quality import frame_quality
     from deepsky.detect.stars import detect_frame
-    from deepsky.integrate.trails import _max_run
+    from deepsky.integrate.trails import _refine
     from deepsky.register.warp import warp_window
     from deepsky.types import Transform
 
@@ -316,7 +316,9 @@ def _warm(cfg: Config) -> tuple[int, float]:
     mask = np.zeros(img.shape, bool)
     mask[64, 64] = True
     cosmetic.DefectMap(mask, None).apply(img)
-    _max_run(np.zeros(4))
+    line = np.zeros((32, 32), np.float32)
+    line[16, :] = 5.0  # the trail search's candidate refinement, on the row y = 16
+    _refine(line, np.pi / 2, 16.0, min_length=8.0)
     out = np.empty((1, 32, 32), np.float32)
     warp_window(img, (0, 0), Transform.similarity(scale=1.0, angle_deg=0.3, dx=2.5, dy=1.5),
                 (40, 40), (32, 32), src_shape=img.shape,
