@@ -72,14 +72,19 @@ _SCALINGS = [
 ]
 
 
-@pytest.mark.parametrize("bitpix, stored, bzero, bscale", _SCALINGS)
-def test_bitpix_with_bzero_bscale(tmp_path, bitpix, stored, bzero, bscale):
+def _scaled_fits(tmp_path, stored, bitpix, bzero, bscale):
+    """A plain FITS file of ``stored`` with the scaling cards given (None: no card)."""
     cards = {}
     if bscale is not None:
         cards["BSCALE"] = float(bscale)
     if bzero is not None:
         cards["BZERO"] = float(bzero) if isinstance(bzero, float) else bzero
-    path = write_raw_fits(tmp_path / "s.fits", stored, bitpix, **cards)
+    return write_raw_fits(tmp_path / "s.fits", stored, bitpix, **cards)
+
+
+@pytest.mark.parametrize("bitpix, stored, bzero, bscale", _SCALINGS)
+def test_bitpix_with_bzero_bscale(tmp_path, bitpix, stored, bzero, bscale):
+    path = _scaled_fits(tmp_path, stored, bitpix, bzero, bscale)
     expected = (stored.astype(np.float64) * (1 if bscale is None else bscale)
                 + (0 if bzero is None else bzero)).astype(np.float32)
     frame = read_fits(path)
@@ -476,13 +481,8 @@ def test_read_sample_is_the_strided_frame(tmp_path, bitpix, stored, bzero, bscal
     """FrameSource.read_sample converts only the sampled pixels; it must give exactly the
     sampled pixels of the whole frame, whatever the scaling (here on a 9 x 11 tiling of the
     case's values, so that every stored value lands on sampled pixels)."""
-    big = np.tile(stored, (5, 4))[:9, :11]
-    cards = {}
-    if bscale is not None:
-        cards["BSCALE"] = float(bscale)
-    if bzero is not None:
-        cards["BZERO"] = float(bzero) if isinstance(bzero, float) else bzero
-    src = open_source(write_raw_fits(tmp_path / "s.fits", big, bitpix, **cards))
+    src = open_source(_scaled_fits(tmp_path, np.tile(stored, (5, 4))[:9, :11], bitpix, bzero,
+                                   bscale))
     assert src.offset is not None  # the mapped reader
     for step in (1, 2, 3, 4):
         got = src.read_sample(step)
@@ -508,13 +508,8 @@ def test_read_sample_of_blank_cube_and_decoded_sources(tmp_path, u16):
 def test_read_rows_into_is_read_rows(tmp_path, bitpix, stored, bzero, bscale):
     """FrameSource.read_rows_into converts integers straight into the caller's array: the
     same values as read_rows, whatever the scaling and the stored type."""
-    big = np.tile(stored, (4, 3))[:7, :8]
-    cards = {}
-    if bscale is not None:
-        cards["BSCALE"] = float(bscale)
-    if bzero is not None:
-        cards["BZERO"] = float(bzero) if isinstance(bzero, float) else bzero
-    src = open_source(write_raw_fits(tmp_path / "s.fits", big, bitpix, **cards))
+    src = open_source(_scaled_fits(tmp_path, np.tile(stored, (4, 3))[:7, :8], bitpix, bzero,
+                                   bscale))
     for y0, y1 in ((0, 7), (2, 5), (6, 7)):
         out = np.full((y1 - y0, 8), -1.0, np.float32)
         src.read_rows_into(y0, y1, out)

@@ -324,6 +324,7 @@ def _refine_fit(z: np.ndarray, c: float, s: float, rho: float, min_sel: float
             zv[m] = z[int(y), int(x)]
             m += 1
     xx, yy, zv = xx[:m], yy[:m], zv[:m]
+    sel = np.empty(m, np.int64)  # the qualifying pixels, in strip order
     n = 0
     sw = 0.0
     sx = 0.0
@@ -332,6 +333,7 @@ def _refine_fit(z: np.ndarray, c: float, s: float, rho: float, min_sel: float
         zi = zv[i]
         if zi > 1.5 and abs(xx[i] * c + yy[i] * s - rho) <= 4.0:
             wt = min(zi, 10.0)
+            sel[n] = i
             n += 1
             sw += wt
             sx += wt * xx[i]
@@ -345,27 +347,23 @@ def _refine_fit(z: np.ndarray, c: float, s: float, rho: float, min_sel: float
     ax = 0.0
     ay = 0.0
     sw2 = 0.0
-    for i in range(m):
-        zi = zv[i]
-        if zi > 1.5 and abs(xx[i] * c + yy[i] * s - rho) <= 4.0:
-            wt = min(zi, 10.0)
-            ax += wt * (xx[i] - mx)
-            ay += wt * (yy[i] - my)
-            sw2 += wt * wt
+    for i in sel[:n]:
+        wt = min(zv[i], 10.0)
+        ax += wt * (xx[i] - mx)
+        ay += wt * (yy[i] - my)
+        sw2 += wt * wt
     ax /= sw
     ay /= sw
     cxx = 0.0
     cxy = 0.0
     cyy = 0.0
-    for i in range(m):
-        zi = zv[i]
-        if zi > 1.5 and abs(xx[i] * c + yy[i] * s - rho) <= 4.0:
-            wt = min(zi, 10.0)
-            dx = xx[i] - mx - ax
-            dy = yy[i] - my - ay
-            cxx += wt * dx * dx
-            cxy += wt * dx * dy
-            cyy += wt * dy * dy
+    for i in sel[:n]:
+        wt = min(zv[i], 10.0)
+        dx = xx[i] - mx - ax
+        dy = yy[i] - my - ay
+        cxx += wt * dx * dx
+        cxy += wt * dx * dy
+        cyy += wt * dy * dy
     fact = sw - sw2 / sw
     return n, mx, my, cxx / fact, cxy / fact, cyy / fact, xx, yy, zv
 
