@@ -121,9 +121,9 @@ def _check_axes(head: bytes, path: Path) -> None:
         i = head.find(b"NAXIS", i + 5)
 
 
-def _image_hdu(hdul: fits.HDUList, path: Path) -> tuple[int, Any]:
-    """Index and HDU of the first image with data (a ``.fz`` file keeps it in extension 1)."""
-    for index, hdu in enumerate(hdul):
+def _image_hdu(hdul: fits.HDUList, path: Path) -> Any:
+    """The first image HDU with data (a ``.fz`` file keeps it in extension 1)."""
+    for hdu in hdul:
         if isinstance(hdu, fits.GroupsHDU):
             continue
         if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
@@ -131,7 +131,7 @@ def _image_hdu(hdul: fits.HDUList, path: Path) -> tuple[int, Any]:
             # not of the binary table that stores the tiles).
             naxis = hdu.header.get("NAXIS", 0)
             if isinstance(naxis, int) and naxis > 0:
-                return index, hdu
+                return hdu
     raise InputError(path, "no image data in the file (no HDU with NAXIS > 0; truncated?)")
 
 
@@ -238,7 +238,7 @@ def read_fits_meta(path: str | os.PathLike) -> FrameMeta:
 
     p = Path(path)
     with _open(p, memmap=False) as hdul:
-        _, hdu = _image_hdu(hdul, p)
+        hdu = _image_hdu(hdul, p)
         w, h, c = _geometry(hdu, p)
         _check_complete(hdu, p)
         meta = _meta(hdu.header, p, w, h, c)  # (no copy: the data are never read here)
@@ -258,7 +258,7 @@ def read_fits(path: str | os.PathLike) -> Frame:
     """
     p = Path(path)
     with _open(p, memmap=False) as hdul:
-        _, hdu = _image_hdu(hdul, p)
+        hdu = _image_hdu(hdul, p)
         w, h, c = _geometry(hdu, p)
         _check_complete(hdu, p)
         header = hdu.header.copy()
@@ -307,7 +307,7 @@ def read_fits_rows(path: str | os.PathLike, y0: int, y1: int) -> np.ndarray:
     # Not memory-mapped: astropy cannot memory-map scaled (BZERO) data, and a section read
     # of an unmapped file seeks to the rows and reads only them.
     with _open(p, memmap=False) as hdul:
-        _, hdu = _image_hdu(hdul, p)
+        hdu = _image_hdu(hdul, p)
         w, h, c = _geometry(hdu, p)
         if not (isinstance(y0, (int, np.integer)) and isinstance(y1, (int, np.integer))
                 and 0 <= y0 <= y1 <= h):
