@@ -243,22 +243,27 @@ def _line_coords(theta: float, rho: float, h: int, w: int) -> tuple[np.ndarray, 
     return x[inside], y[inside]
 
 
+@nb.njit(cache=True, nogil=True)
 def _band(c: float, s: float, rho: float, half: float, h: int,
           w: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixels (ys, xs) of an h x w image within ``half`` of the line x c + y s = rho (unit
     normal (c, s)), found column by column (row by row for a steep line) instead of over
-    the whole image."""
+    the whole image: for each offset from the line's pixel in a column, each column."""
     steep = abs(s) < abs(c)
-    if steep:  # x as a function of y
-        c, s, h, w = s, c, w, h
-    u = np.arange(w, dtype=np.float64)
-    k = int(math.ceil(half / abs(s))) + 1
-    vc = np.floor((rho - u * c) / s)
-    v = vc[None, :] + np.arange(-k, k + 2, dtype=np.float64)[:, None]
-    u = np.broadcast_to(u, v.shape)
-    keep = (v >= 0) & (v < h) & (np.abs(u * c + v * s - rho) <= half)
-    u, v = u[keep].astype(np.intp), v[keep].astype(np.intp)
-    return (u, v) if steep else (v, u)
+    cu, sv, hv, wu = (s, c, w, h) if steep else (c, s, h, w)  # steep: x as a function of y
+    k = int(math.ceil(half / abs(sv))) + 1
+    cap = (2 * k + 2) * wu
+    ys = np.empty(cap, np.intp)
+    xs = np.empty(cap, np.intp)
+    m = 0
+    for j in range(-k, k + 2):
+        for u in range(wu):
+            v = math.floor((rho - u * cu) / sv) + j
+            if v < 0 or v >= hv or abs(u * cu + v * sv - rho) > half:
+                continue
+            ys[m], xs[m] = (u, v) if steep else (v, u)
+            m += 1
+    return ys[:m], xs[:m]
 
 
 def _segment_pixels(z: np.ndarray, seg: "Trail", half: float) -> tuple[np.ndarray, np.ndarray]:
@@ -299,31 +304,16 @@ def _refine(z: np.ndarray, theta: float, rho: float, *, min_length: float,
 def _refine_fit(z: np.ndarray, c: float, s: float, rho: float, min_sel: float
                 ) -> tuple[int, float, float, float, float, float, np.ndarray, np.ndarray,
                            np.ndarray]:
-    """The strip within 15.5 px of the line x c + y s = rho (found column by column, or row
-    by row for a steep line, as :func:`_band` does), and the weighted centre and covariance
-    (as ``np.cov(..., aweights)``) of its pixels within 4 px above 1.5 sigma, weights the
-    significance clipped to 10. n = 0 when fewer than max(5, ``min_sel``) pixels qualify."""
-    h, w = z.shape
-    half = 15.5
-    steep = abs(s) < abs(c)
-    cu, sv, hv, wu = (s, c, w, h) if steep else (c, s, h, w)
-    k = int(math.ceil(half / abs(sv))) + 1
-    cap = (2 * k + 2) * wu
-    xx = np.empty(cap)
-    yy = np.empty(cap)
-    zv = np.empty(cap)
-    m = 0
-    for j in range(-k, k + 2):  # the order of _band's boolean selection: offsets, then u
-        for u in range(wu):
-            v = math.floor((rho - u * cu) / sv) + j
-            if v < 0 or v >= hv or abs(u * cu + v * sv - rho) > half:
-                continue
-            x, y = (v, u) if steep else (u, v)
-            xx[m] = x
-            yy[m] = y
-            zv[m] = z[int(y), int(x)]
-            m += 1
-    xx, yy, zv = xx[:m], yy[:m], zv[:m]
+    """The strip within 15.5 px of the line x c + y s = rho (:func:`_band`), and the
+    weighted centre and covariance (as ``np.cov(..., aweights)``) of its pixels within 4 px
+    above 1.5 sigma, weights the significance clipped to 10. n = 0 when fewer than max(5, ``min_sel``) pixels qualify."""
+    ys, xs = _band(c, s, rho, 15.5, z.shape[0], z.shape[1])
+    m = ys.size
+    xx = xs.astype(np.float64)
+    yy = ys.astype(np.float64)
+    zv = np.empty(m)
+    for i in range(m):
+        zv[i] = z[ys[i], xs[i]]
     sel = np.empty(m, np.int64)  # the qualifying pixels, in strip order
     n = 0
     sw = 0.0
@@ -371,7 +361,7 @@ def _refine_fit(z: np.ndarray, c: float, s: float, rho: float, min_sel: float
 @nb.njit(cache=True, nogil=True)
 def _refine_shape(xx: np.ndarray, yy: np.ndarray, zv: np.ndarray, mx: float, my: float,
                   ux: float, uy: float, min_length: float, max_width: float) -> np.ndarray:
-    """The fitted line's extent (:func:`_extent`), width (from the cross profile: mean
+    """The fitted line's extent (:func:`_extent_of`), width (from the cross profile: mean
     significance in 0.5 px bins of distance out to 12 px) and halo, as (x0, y0, x1, y1,
     width, halo); NaNs when the candidate is no trail (too short, too wide, or a blob)."""
     nan6 = np.full(6, np.nan)

@@ -75,17 +75,12 @@ class FrameSource:
 
     def read_rows_into(self, y0: int, y1: int, out: np.ndarray) -> None:
         """:meth:`read_rows` written into ``out`` (float32, of the band's shape). A plain
-        FITS image of integers is converted straight from the file's bytes, without the
-        float32 band :meth:`read_rows` returns and its copy into ``out``."""
+        FITS image is converted straight from the file's bytes, without the float32 band
+        :meth:`read_rows` returns and its copy into ``out``."""
         if (self.offset is not None and self.file_shape is not None
-                and len(self.file_shape) == 2 and self.blank is None
-                and np.dtype(self.dtype).kind in "iu" and 0 <= y0 < y1 <= self.meta.height
+                and len(self.file_shape) == 2 and 0 <= y0 < y1 <= self.meta.height
                 and out.shape == (y1 - y0, self.meta.width) and out.dtype == np.float32):
-            np.copyto(out, self._pread_rows(y0, y1), casting="unsafe")
-            if self.bscale != 1.0:  # the same operations, in the same order, as read_rows
-                out *= np.float32(self.bscale)
-            if self.bzero != 0.0:
-                out += np.float32(self.bzero)
+            self._read_mapped(y0, y1, into=out)
         else:
             out[...] = self.read_rows(y0, y1)
 
@@ -117,7 +112,9 @@ class FrameSource:
         return _inf_to_nan(np.array(arr[..., y0:y1, x0:x1], dtype=np.float32, copy=True))
 
     def _read_mapped(self, y0: int, y1: int, x0: int = 0, x1: int | None = None,
-                     step: int = 1) -> np.ndarray:
+                     step: int = 1, into: np.ndarray | None = None) -> np.ndarray:
+        """The pixels asked for as float32: a new array, or ``into`` (a 2-D image's band of
+        that shape: converted straight into it)."""
         mm = None
         if self.file_shape is not None and len(self.file_shape) == 2:
             band = self._pread_rows(y0, y1)[::step, x0:x1:step]
@@ -129,7 +126,11 @@ class FrameSource:
                 raise InputError(self.path, f"cannot read the pixel data ({err})") from err
             band = mm[..., y0:y1:step, x0:x1:step]
         try:
-            out = band.astype(np.float32)
+            if into is None:
+                out = band.astype(np.float32)
+            else:
+                out = into
+                np.copyto(out, band, casting="unsafe")
             bad = band == self.blank if self.blank is not None else None
         finally:
             del band, mm
