@@ -719,18 +719,27 @@ def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, metho
                     nused: np.ndarray, wvalid: np.ndarray) -> None:
     """median (2), sigma (5), winsorized (6), mad (7) on an ``(N, h, w)`` block: the samples
     of a run of columns are sorted together by a sorting network (each compare-exchange a
-    min/max over the run: branch-free and vectorised across pixels, with the frame indices
-    carried along only when the weights differ), missing samples (NaN) sorting last as
-    +inf; each pixel is then clipped on its sorted samples (:func:`_clip_presorted`)."""
+    min/max over the run: branch-free and vectorised across pixels), missing samples (NaN)
+    sorting last as +inf; each pixel is then clipped on its sorted samples
+    (:func:`_clip_prefixed`). The kept samples are those between the cuts, i.e. between
+    the first and the last kept value: with weights that differ, the weighted mean (and the
+    weight of the valid samples) is summed over the frames in their own order, samples
+    within those two values, in a second pass vectorised across the run's pixels, instead
+    of carrying every sample's frame index through the sort (which doubled its cost)."""
     n, h, w = block.shape
     vals = np.empty((n, chunk), np.float32)
-    ids = np.empty((n, chunk), np.int32)
     cnt = np.empty(chunk, np.int32)
     # Prefix sums of each pixel's sorted samples less its middle sample (rows: samples,
     # columns: pixels of the run), computed a row at a time: vectorised across pixels.
     ps1 = np.empty((n + 1, chunk), np.float64)
     ps2 = np.empty((n + 1, chunk), np.float64)
     shift = np.empty(chunk, np.float64)
+    # With weights: each pixel's kept values [lov, hiv], counts, and the sums of the pass
+    # over the frames.
+    lov = np.empty(chunk, np.float32)
+    hiv = np.empty(chunk, np.float32)
+    kept = np.zeros((3, chunk), np.int64)
+    sums = np.empty((3, chunk), np.float64)
     npairs = pairs.shape[0]
     inf = np.float32(np.inf)
     for y in range(h):
@@ -748,33 +757,14 @@ def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, metho
                     good = a == a
                     cnt[x] += good
                     dst[x] = a if good else inf
-            if uniform:
-                for p in range(npairs):
-                    vi = vals[pairs[p, 0], :cw]
-                    vj = vals[pairs[p, 1], :cw]
-                    for x in range(cw):
-                        a = vi[x]
-                        b = vj[x]
-                        vi[x] = min(a, b)
-                        vj[x] = max(a, b)
-            else:
-                for i in range(n):
-                    ids[i, :cw] = i
-                for p in range(npairs):
-                    vi = vals[pairs[p, 0], :cw]
-                    vj = vals[pairs[p, 1], :cw]
-                    di = ids[pairs[p, 0], :cw]
-                    dj = ids[pairs[p, 1], :cw]
-                    for x in range(cw):
-                        a = vi[x]
-                        b = vj[x]
-                        ia = di[x]
-                        ib = dj[x]
-                        swap = b < a
-                        vi[x] = b if swap else a
-                        vj[x] = a if swap else b
-                        di[x] = ib if swap else ia
-                        dj[x] = ia if swap else ib
+            for p in range(npairs):
+                vi = vals[pairs[p, 0], :cw]
+                vj = vals[pairs[p, 1], :cw]
+                for x in range(cw):
+                    a = vi[x]
+                    b = vj[x]
+                    vi[x] = min(a, b)
+                    vj[x] = max(a, b)
             if method != 2:
                 for x in range(cw):
                     k = cnt[x]
@@ -795,11 +785,8 @@ def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, metho
                 k = cnt[x]
                 if uniform:
                     wvalid[y, X] = k * weights[0]
-                else:
-                    wv = 0.0
-                    for i in range(k):
-                        wv += weights[ids[i, x]]
-                    wvalid[y, X] = wv
+                lov[x] = np.inf  # nothing kept, unless clipped below
+                hiv[x] = -np.inf
                 if k == 0:
                     _put(out, nlow, nhigh, nused, y, X, np.nan, 0, 0, 0)
                     continue
@@ -814,15 +801,39 @@ def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, metho
                                                       low, high, max_iter)
                 if uniform:  # the kept samples' sum from the prefix sums
                     mean = shift[x] + (ps1[first + m, x] - ps1[first, x]) / m
+                    _put(out, nlow, nhigh, nused, y, X, mean, nl, nh, m)
                 else:
-                    s = 0.0
-                    sw = 0.0
-                    for i in range(first, first + m):
-                        wt = weights[ids[i, x]]
-                        s += wt * vals[i, x]
-                        sw += wt
-                    mean = s / sw if sw > 0 else np.nan
-                _put(out, nlow, nhigh, nused, y, X, mean, nl, nh, m)
+                    lov[x] = vals[first, x]
+                    hiv[x] = vals[first + m - 1, x]
+                    kept[0, x] = m
+                    kept[1, x] = nl
+                    kept[2, x] = nh
+            if not uniform:
+                s = sums[0, :cw]
+                sw = sums[1, :cw]
+                wv = sums[2, :cw]
+                s[:] = 0.0
+                sw[:] = 0.0
+                wv[:] = 0.0
+                lo_v = lov[:cw]
+                hi_v = hiv[:cw]
+                for i in range(n):
+                    src = block[i, y, c0:c0 + cw]
+                    wt = weights[i]
+                    for x in range(cw):
+                        a = src[x]
+                        keep = (a >= lo_v[x]) & (a <= hi_v[x])
+                        s[x] += wt * a if keep else 0.0
+                        sw[x] += wt if keep else 0.0
+                        wv[x] += wt if a == a else 0.0
+                for x in range(cw):
+                    X = c0 + x
+                    wvalid[y, X] = wv[x]
+                    if cnt[x] == 0 or method == 2:
+                        continue
+                    mean = s[x] / sw[x] if sw[x] > 0 else np.nan
+                    _put(out, nlow, nhigh, nused, y, X, mean, kept[1, x], kept[2, x],
+                         kept[0, x])
 
 
 def combine(
