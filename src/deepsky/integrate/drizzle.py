@@ -96,7 +96,7 @@ def drizzle_frames(inputs: Sequence[FrameInput], plan: DrizzlePlan, *, out_shape
         cal = fi.cal()
         raw = fi.source.read()
         data = raw if cal is None else calibrate_frame(raw, cal, dark_scale=fi.dark_scale,
-                                                       cosmetic=fi.cosmetic)
+                                                       cosmetic=fi.cosmetic, overwrite=True)
         del raw
         h, w = data.shape[-2:]
         mosaic = data.ndim == 2 and fi.bayer is not None

@@ -129,7 +129,8 @@ def frame_window(fi: FrameInput, tile: tuple[int, int, int, int], plan: StackPla
     raw = fi.source.read_region(sy0, sy1, sx0, sx1)
     cal = fi.cal()
     data = raw if cal is None else calibrate_band(raw, cal, y0=sy0, x0=sx0,
-                                                  dark_scale=fi.dark_scale, cosmetic=fi.cosmetic)
+                                                  dark_scale=fi.dark_scale, cosmetic=fi.cosmetic,
+                                                  overwrite=True)
     if fi.bayer is not None:
         # Even origin: same CFA phase; the frame's range: the same pixels whatever the tile.
         data = debayer(data, fi.bayer, method=plan.debayer, value_range=fi.value_range)

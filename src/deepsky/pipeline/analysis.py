@@ -88,7 +88,7 @@ def analysis_key(source: FrameSource, cal: CalibrationSet, dark_scale: float,
     return h.hexdigest()[:20]
 
 
-def _saturation(source: FrameSource, cal: CalibrationSet, raw: np.ndarray) -> float | None:
+def _saturation(source: FrameSource, cal: CalibrationSet) -> float | None:
     """The calibrated value above which a pixel may be saturated (most conservative)."""
     white = source.meta.white_level
     if white is None:
@@ -154,9 +154,10 @@ def analyze_frame(source: FrameSource, calibration: CalibrationSet | Calibration
     k = dark_scale
     if cfg.calibration.dark_optimize and cal.dark is not None and cal.bias is not None:
         k = optimize_dark_scale(raw, cal, default=dark_scale)
-    data = calibrate_frame(raw, cal, dark_scale=k, cosmetic=cfg.calibration.cosmetic)
-    sat = _saturation(source, cal, raw)
+    data = calibrate_frame(raw, cal, dark_scale=k, cosmetic=cfg.calibration.cosmetic,
+                           overwrite=True)  # (the raw frame is not needed after this)
     del raw
+    sat = _saturation(source, cal)
     meta = source.meta
     bayer = meta.bayer if (meta.cfa == "bayer" and data.ndim == 2) else None
     if data.ndim == 3:

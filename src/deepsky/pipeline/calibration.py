@@ -116,7 +116,8 @@ def _calibrate_one(meta: FrameMeta, plan: CalibrationPlan, cfg: Config, dest: Pa
     raw = src.read()
     if cfg.calibration.dark_optimize and cal.dark is not None and cal.bias is not None:
         scale = optimize_dark_scale(raw, cal, default=scale)
-    data = calibrate_frame(raw, cal, dark_scale=scale, cosmetic=cfg.calibration.cosmetic)
+    data = calibrate_frame(raw, cal, dark_scale=scale, cosmetic=cfg.calibration.cosmetic,
+                           overwrite=True)
     history = cal.history(scale)
     out_meta = meta
     if meta.cfa == "bayer" and cfg.calibration.debayer != "none":
