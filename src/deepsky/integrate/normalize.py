@@ -63,15 +63,19 @@ def robust_stats(values: np.ndarray, *, max_samples: int = 100_000, clip: float 
         return float("nan"), float("nan")
     loc = float(np.median(v))
     scale = 1.4826 * float(np.median(np.abs(v - loc)))
+    last = None
     for _ in range(iterations):
         if scale <= 0:
             break
         keep = np.abs(v - loc) < clip * scale
+        if last is not None and np.array_equal(keep, last):
+            break  # the same samples as the last round: it would give the same loc and scale
         w = v[keep]
         if w.size < 10:
             break
         loc = float(np.median(w))
         scale = _biweight_scale(w, loc)
+        last = keep
     return loc, scale
 
 
