@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deepsky.medians import median
+
 METHODS = ("none", "additive", "multiplicative", "additive_scaling", "photometric")
 
 
@@ -61,8 +63,8 @@ def robust_stats(values: np.ndarray, *, max_samples: int = 100_000, clip: float 
             v = v[::step]
     if v.size == 0:
         return float("nan"), float("nan")
-    loc = float(np.median(v))
-    scale = 1.4826 * float(np.median(np.abs(v - loc)))
+    loc = float(median(v))
+    scale = 1.4826 * float(median(np.abs(v - loc)))
     last = None
     for _ in range(iterations):
         if scale <= 0:
@@ -73,14 +75,14 @@ def robust_stats(values: np.ndarray, *, max_samples: int = 100_000, clip: float 
         w = v[keep]
         if w.size < 10:
             break
-        loc = float(np.median(w))
+        loc = float(median(w))
         scale = _biweight_scale(w, loc)
         last = keep
     return loc, scale
 
 
 def _biweight_scale(v: np.ndarray, loc: float, c: float = 9.0) -> float:
-    mad = float(np.median(np.abs(v - loc)))
+    mad = float(median(np.abs(v - loc)))
     if mad <= 0:
         return 0.0
     u = (v - loc) / (c * mad)
@@ -110,7 +112,7 @@ def pixel_noise(plane: np.ndarray, *, max_samples: int = 200_000) -> float:
             d = d[:: d.size // max_samples + 1]
     if d.size == 0:
         return float("nan")
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+    return float(1.4826 * median(np.abs(d - median(d))) / np.sqrt(2.0))
 
 
 def _all_finite(a: np.ndarray) -> bool:

@@ -300,6 +300,7 @@ def _warm(cfg: Config) -> tuple[int, float]:
     from deepsky.detect.quality import frame_quality
     from deepsky.detect.stars import detect_frame
     from deepsky.integrate.trails import _refine
+    from deepsky.medians import median
     from deepsky.register.warp import warp_window
     from deepsky.types import Transform
 
@@ -313,6 +314,8 @@ def _warm(cfg: Config) -> tuple[int, float]:
                               max_stars=cfg.detection.max_stars, saturation=60000.0)
     frame_quality(stars, bkg)
     bkg.level()
+    for dtype in (np.float32, np.float64):  # the frames' statistics (image_stats)
+        median(rng.normal(0.0, 1.0, 65_536).astype(dtype))
     mask = np.zeros(img.shape, bool)
     mask[64, 64] = True
     cosmetic.DefectMap(mask, None).apply(img)

@@ -1,0 +1,127 @@
+"""The exact median of a large sample, faster than ``np.median``: a radix select.
+
+The per-frame statistics (a frame's location and scale, its pixel-to-pixel noise, the
+detection's noise estimate) take medians of 10^4 - 10^6 finite values several times per
+frame; numpy's introselect costs 6-11 ns per value there. A float's bits, with the sign bit
+flipped (and the other bits too for a negative number), sort as the float does, so the k-th
+smallest value is found 16 bits at a time: a histogram of the top 16 bits tells which bucket
+holds it, the values of that bucket are kept, and so on down (4 rounds for float64, 2 for
+float32; after the first round only a bucket's values are left). The result is the value
+``np.median`` gives, bit for bit: the middle value, or for an even count the mean of the
+two middle values computed as numpy does (``(a + b) / 2`` in the array's precision), as a
+scalar of the array's type; only a zero's sign may differ (-0.0 counts as +0.0 here, where
+numpy returns whichever its partition left in the middle).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+__all__ = ["median"]
+
+# Below this many values numpy's selection is as fast (33 000 float32: 0.06 ms).
+_MIN_SIZE = 65536
+
+
+def median(values: np.ndarray) -> np.floating:
+    """``np.median`` of a 1-D array of finite float32 or float64 values (any other input,
+    or a short one, goes to ``np.median`` itself)."""
+    a = values
+    if (not isinstance(a, np.ndarray) or a.ndim != 1 or a.size < _MIN_SIZE
+            or a.dtype not in (np.float32, np.float64)):
+        return np.median(a)
+    a = np.ascontiguousarray(a)
+    n = a.size
+    bits = a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+    lo, hi = _middle_pair(bits, n, a.dtype == np.float32)
+    t = a.dtype.type
+    if n & 1:
+        return t(hi)
+    # numpy's mean of the two: their sum in the array's precision, divided by 2
+    return (t(lo) + t(hi)) / 2
+
+
+@nb.njit(cache=True, nogil=True)
+def _middle_pair(bits: np.ndarray, n: int, single: bool) -> tuple[float, float]:  # pragma: no cover - numba
+    """The (n-1)//2-th and n//2-th smallest values (0-based) of the floats whose bits are
+    given (uint32 for float32, uint64 for float64), as float64 (exact)."""
+    k = n >> 1
+    lo_k = (n - 1) >> 1
+    width = 32 if single else 64
+    keys = np.empty(n, np.uint64)
+    top = np.uint64(1) << np.uint64(width - 1)
+    full = (np.uint64(1) << np.uint64(width)) - np.uint64(1) if width < 64 else \
+        np.uint64(0xFFFFFFFFFFFFFFFF)
+    for i in range(n):
+        keys[i] = _key(bits[i], top, full)
+    key_lo = _select(keys, n, lo_k, width)  # (reorders and overwrites keys)
+    if lo_k == k:
+        key_hi = key_lo
+    else:
+        # the next value up: the same one when it occurs more than once below k, else the
+        # smallest key above it
+        count = 0
+        nxt = full
+        for i in range(n):
+            v = _key(bits[i], top, full)
+            if v <= key_lo:
+                count += 1
+            elif v < nxt:
+                nxt = v
+        key_hi = key_lo if count > k else nxt
+    return _to_float(key_lo, top, full, single), _to_float(key_hi, top, full, single)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _key(b, top: np.uint64, full: np.uint64) -> np.uint64:  # pragma: no cover - numba
+    """The float's order as an unsigned integer (-0.0 as +0.0: they compare equal)."""
+    u = np.uint64(b)
+    key = (u ^ full) if (u & top) else (u | top)
+    return top if key == full ^ top else key
+
+
+@nb.njit(cache=True, nogil=True)
+def _select(keys: np.ndarray, n: int, k: int, width: int) -> np.uint64:  # pragma: no cover - numba
+    """The k-th smallest of ``keys[:n]`` (0-based), 16 bits at a time from the top.
+    Reorders ``keys``."""
+    hist = np.empty(65536, np.int32)
+    m = n
+    shift = width - 16
+    while True:
+        if m <= 2048:  # what is left: sorted
+            return np.sort(keys[:m])[k]
+        hist[:] = 0
+        sh = np.uint64(shift)
+        for i in range(m):
+            hist[(keys[i] >> sh) & np.uint64(0xFFFF)] += 1
+        acc = 0
+        b = 0
+        while acc + hist[b] <= k:
+            acc += hist[b]
+            b += 1
+        k -= acc
+        if shift == 0 or hist[b] == 1:
+            bb = np.uint64(b)
+            for i in range(m):
+                if (keys[i] >> sh) & np.uint64(0xFFFF) == bb:
+                    if hist[b] == 1 or shift == 0:
+                        return keys[i]
+        # keep the bucket's keys (in place, at the front)
+        j = 0
+        bb = np.uint64(b)
+        for i in range(m):
+            v = keys[i]
+            if (v >> sh) & np.uint64(0xFFFF) == bb:
+                keys[j] = v
+                j += 1
+        m = j
+        shift -= 16
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _to_float(key: np.uint64, top: np.uint64, full: np.uint64, single: bool) -> float:  # pragma: no cover - numba
+    u = (key ^ top) if (key & top) else (key ^ full)
+    if single:
+        return float(np.array([np.uint32(u)]).view(np.float32)[0])
+    return float(np.array([u]).view(np.float64)[0])
