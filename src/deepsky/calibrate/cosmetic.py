@@ -21,6 +21,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from deepsky.medians import median
+
 _MAD = 1.4826
 
 
@@ -64,10 +66,10 @@ def robust_sigma(values: np.ndarray) -> float:
     v = values[np.isfinite(values)]  # a copy: ours to reorder
     if v.size == 0:
         return 0.0
-    med = np.median(v, overwrite_input=True)
+    med = median(v)
     v -= med
     np.abs(v, out=v)
-    return float(_MAD * np.median(v, overwrite_input=True))
+    return float(_MAD * median(v))
 
 
 def find_hot_pixels(dark: np.ndarray, bayer: str | None, *, sigma: float = 5.0,

@@ -15,6 +15,7 @@ import numpy as np
 from deepsky.errors import CalibrationError
 from deepsky.integrate.reject import combine
 from deepsky.io.sources import FrameSource
+from deepsky.medians import median
 from deepsky.parallel import map_threads
 
 # Bytes per pixel per frame while combining: the float32 block plus the kernel's working set.
@@ -132,7 +133,7 @@ def frame_level(source: FrameSource, *, subtract: np.ndarray | None = None,
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         raise CalibrationError(f"{source.path}: no valid pixels")
-    return float(np.median(sample))
+    return float(median(sample))
 
 
 def normalize_per_channel(flat: np.ndarray, bayer: str | None, *, floor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +164,7 @@ def _robust_level(plane: np.ndarray) -> float:
     vals = core[np.isfinite(core)]
     if vals.size == 0:
         raise CalibrationError("master flat has no valid pixels")
-    level = float(np.median(vals))
+    level = float(median(vals))
     if not level > 0:
         raise CalibrationError(f"master flat level is {level:g}: the flats are not exposed "
                                "(or the bias/dark-flat is wrong)")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from deepsky.medians import median
 from deepsky.types import Transform
 
 
@@ -597,8 +598,8 @@ def trails_from_residual(residual: np.ndarray, *, factor: int, mask: np.ndarray 
     v = residual[np.isfinite(residual)]
     if v.size < 100:
         return []
-    med = float(np.median(v))
-    sigma = 1.4826 * float(np.median(np.abs(v - med)))
+    med = float(median(v))
+    sigma = 1.4826 * float(median(np.abs(v - med)))
     if sigma <= 0:
         return []
     z = (residual - med) / sigma
