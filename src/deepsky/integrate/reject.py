@@ -368,6 +368,43 @@ def _clip_presorted(v: np.ndarray, n: int, tmp: np.ndarray, tmp2: np.ndarray, me
                           tmp2.reshape((-1, 1)), shift, method, low, high, max_iter)
 
 
+@nb.njit(**_LEAF, inline="always")
+def _winsorize_step(tmp: np.ndarray, tmp2: np.ndarray, col: int, lo: int, hi: int, pa: int,
+                    pb: int, m: float, dm: float, s0: float) -> tuple[float, bool]:
+    """One winsorizing pass of the sorted column whose kept range is [lo, hi) (``m``
+    samples), from the cuts of sigma ``s0`` at positions ``pa``, ``pb`` (the samples in
+    [pa, pb) lie between them; ``dm`` = median - shift): ``(sigma, True)``, the fixed point of
+    the quadratic the map is while no sample crosses a cut, or ``(sigma, False)``, Siril's
+    plain step, where more than a third of the samples are clipped."""
+    k = pb - pa
+    # Samples in [pa, pb) relative to med; the others sit at -c / +c.
+    s_in = tmp[pb, col] - tmp[pa, col]
+    m1 = s_in - k * dm
+    m2 = (tmp2[pb, col] - tmp2[pa, col]) - 2.0 * dm * s_in + k * dm * dm
+    nlo = pa - lo
+    nhi = hi - pb
+    u = nhi + nlo
+    dd = nhi - nlo
+    # s^2 = K (qsum - ssum^2 / m), qsum = m2 + 2.25 u s^2, ssum = m1 + 1.5 dd s:
+    # qa s^2 + qb s + qc = 0 (qc <= 0: one positive root when qa > 0).
+    kk = 1.134 * 1.134 / (m - 1)
+    qa = 1.0 - 2.25 * kk * (u - dd * dd / m)
+    qb = 3.0 * kk * m1 * dd / m
+    qc = -kk * (m2 - m1 * m1 / m)
+    if qa > 1e-9 and qc <= 0.0:
+        root = math.sqrt(qb * qb - 4.0 * qa * qc)
+        if qb < 0.0:
+            return (root - qb) / (2.0 * qa), True
+        # 0 when the unclipped samples have no spread: the limit is 0
+        return (-2.0 * qc / (qb + root) if qb + root > 0.0 else 0.0), True
+    # more than a third clipped: f grows faster than sigma, a plain step
+    c = 1.5 * s0
+    ssum = m1 + c * dd
+    qsum = m2 + c * c * u
+    var = (qsum - ssum * ssum / m) / (m - 1)
+    return (1.134 * math.sqrt(var) if var > 0 else 0.0), False
+
+
 @nb.njit(**_LEAF)
 def _clip_prefixed(v: np.ndarray, col: int, n: int, tmp: np.ndarray, tmp2: np.ndarray,
                    shift: float, method: int, low: float, high: float,
@@ -433,27 +470,8 @@ def _clip_from(v: np.ndarray, col: int, n: int, tmp: np.ndarray, tmp2: np.ndarra
                         pb -= 1
                     while pb < hi and v[pb, col] <= b:
                         pb += 1
-                k = pb - pa
-                # Samples in [pa, pb) relative to med; the others sit at -c / +c.
-                s_in = tmp[pb, col] - tmp[pa, col]
-                m1 = s_in - k * dm
-                m2 = (tmp2[pb, col] - tmp2[pa, col]) - 2.0 * dm * s_in + k * dm * dm
-                nlo = pa - lo
-                nhi = hi - pb
-                u = nhi + nlo
-                dd = nhi - nlo
-                # s^2 = K (qsum - ssum^2 / m), qsum = m2 + 2.25 u s^2, ssum = m1 + 1.5 dd s:
-                # qa s^2 + qb s + qc = 0 (qc <= 0: one positive root when qa > 0).
-                kk = 1.134 * 1.134 / (m - 1)
-                qa = 1.0 - 2.25 * kk * (u - dd * dd / m)
-                qb = 3.0 * kk * m1 * dd / m
-                qc = -kk * (m2 - m1 * m1 / m)
-                if qa > 1e-9 and qc <= 0.0:
-                    root = math.sqrt(qb * qb - 4.0 * qa * qc)
-                    if qb < 0.0:
-                        sigma = (root - qb) / (2.0 * qa)
-                    else:  # 0 when the unclipped samples have no spread: the limit is 0
-                        sigma = -2.0 * qc / (qb + root) if qb + root > 0.0 else 0.0
+                sigma, fixed = _winsorize_step(tmp, tmp2, col, lo, hi, pa, pb, m, dm, s0)
+                if fixed:
                     c = 1.5 * sigma
                     a = med - c
                     b = med + c
@@ -461,13 +479,8 @@ def _clip_from(v: np.ndarray, col: int, n: int, tmp: np.ndarray, tmp2: np.ndarra
                             and (pb == pa or v[pb - 1, col] <= b)
                             and (pb == hi or v[pb, col] > b)):
                         break  # the same samples clipped: the fixed point
-                else:  # more than a third clipped: f grows faster than sigma, a plain step
-                    ssum = m1 + c * dd
-                    qsum = m2 + c * c * u
-                    var = (qsum - ssum * ssum / m) / (m - 1)
-                    sigma = 1.134 * math.sqrt(var) if var > 0 else 0.0
-                    if abs(sigma - s0) <= s0 * 0.002:
-                        break
+                elif abs(sigma - s0) <= s0 * 0.002:
+                    break
         elif method == 7:
             sigma = 1.4826 * _sorted_mad(v, col, lo, hi, med)
         if sigma <= 0.0:
@@ -553,37 +566,11 @@ def _winsorized_lockstep(vals: np.ndarray, cnt: np.ndarray, ps1: np.ndarray, ps2
             if quad[x] == 1 and pa == pap[x] and pb == pbp[x]:
                 act[x] = 0  # the same samples clipped: the fixed point
                 continue
-            m = m_f[x]
-            dm = dms[x]
             s0 = sig[x]
-            c = 1.5 * s0
-            kp = pb - pa
-            s_in = ps1[pb, x] - ps1[pa, x]
-            m1 = s_in - kp * dm
-            m2 = (ps2[pb, x] - ps2[pa, x]) - 2.0 * dm * s_in + kp * dm * dm
-            nlo = pa
-            nhi = hi - pb
-            u = nhi + nlo
-            dd = nhi - nlo
-            kk = 1.134 * 1.134 / (m - 1)
-            qa = 1.0 - 2.25 * kk * (u - dd * dd / m)
-            qb = 3.0 * kk * m1 * dd / m
-            qc = -kk * (m2 - m1 * m1 / m)
-            if qa > 1e-9 and qc <= 0.0:
-                root = math.sqrt(qb * qb - 4.0 * qa * qc)
-                if qb < 0.0:
-                    sigma = (root - qb) / (2.0 * qa)
-                else:
-                    sigma = -2.0 * qc / (qb + root) if qb + root > 0.0 else 0.0
-                quad[x] = 1
-            else:
-                ssum = m1 + c * dd
-                qsum = m2 + c * c * u
-                var = (qsum - ssum * ssum / m) / (m - 1)
-                sigma = 1.134 * math.sqrt(var) if var > 0 else 0.0
-                quad[x] = 0
-                if abs(sigma - s0) <= s0 * 0.002:
-                    act[x] = 0
+            sigma, fixed = _winsorize_step(ps1, ps2, x, 0, hi, pa, pb, m_f[x], dms[x], s0)
+            quad[x] = 1 if fixed else 0
+            if not fixed and abs(sigma - s0) <= s0 * 0.002:
+                act[x] = 0
             sig[x] = sigma
             pap[x] = pa
             pbp[x] = pb
