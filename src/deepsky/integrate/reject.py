@@ -512,7 +512,7 @@ def _winsorized_lockstep(vals: np.ndarray, cnt: np.ndarray, ps1: np.ndarray, ps2
     few whose passes run long, from the start).
 
     ``res[:, x]``: (n kept, n low, n high, first kept) of each pixel with 3 samples or
-    more. Scratch: ``fl`` (7, cw) float64, ``it`` (6, cw) int64."""
+    more. Scratch: ``fl`` (6, cw) float64, ``it`` (6, cw) int64."""
     med = fl[0]
     sig = fl[1]
     dms = fl[2]
@@ -896,7 +896,7 @@ def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, metho
     kept = np.zeros((3, chunk), np.int64)
     sums = np.empty((3, chunk), np.float64)
     res = np.zeros((4, chunk), np.int64)
-    fl = np.empty((7, chunk), np.float64)
+    fl = np.empty((6, chunk), np.float64)
     it = np.empty((6, chunk), np.int64)
     npairs = pairs.shape[0]
     inf = np.float32(np.inf)
