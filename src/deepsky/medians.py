@@ -1,8 +1,8 @@
 """The exact median of a large sample, faster than ``np.median``: a radix select.
 
-The per-frame statistics (a frame's location and scale, its pixel-to-pixel noise, the
-detection's noise estimate) take medians of 10^4 - 10^6 finite values several times per
-frame; numpy's introselect costs 6-11 ns per value there. A float's bits, with the sign bit
+The per-frame statistics (a frame's location and scale, its pixel-to-pixel noise, the trail
+search's residual) and the masters' (flat levels, the defect searches' noise) take medians of
+10^5 - 10^6 finite values, several per frame; numpy's introselect costs 6-11 ns per value there. A float's bits, with the sign bit
 flipped (and the other bits too for a negative number), sort as the float does, so the k-th
 smallest value is found 16 bits at a time: a histogram of the top 16 bits tells which bucket
 holds it, the values of that bucket are kept, and so on down (4 rounds for float64, 2 for
@@ -101,12 +101,6 @@ def _select(keys: np.ndarray, n: int, k: int, width: int) -> np.uint64:  # pragm
             acc += hist[b]
             b += 1
         k -= acc
-        if shift == 0 or hist[b] == 1:
-            bb = np.uint64(b)
-            for i in range(m):
-                if (keys[i] >> sh) & np.uint64(0xFFFF) == bb:
-                    if hist[b] == 1 or shift == 0:
-                        return keys[i]
         # keep the bucket's keys (in place, at the front)
         j = 0
         bb = np.uint64(b)
@@ -116,6 +110,8 @@ def _select(keys: np.ndarray, n: int, k: int, width: int) -> np.uint64:  # pragm
                 keys[j] = v
                 j += 1
         m = j
+        if shift == 0 or m == 1:  # every bit decided, or a single key left
+            return keys[0]
         shift -= 16
 
 

@@ -889,13 +889,13 @@ def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, metho
     ps1 = np.empty((n + 1, chunk), np.float64)
     ps2 = np.empty((n + 1, chunk), np.float64)
     shift = np.empty(chunk, np.float64)
-    # With weights: each pixel's kept values [lov, hiv], counts, and the sums of the pass
-    # over the frames.
+    # Each pixel's clipping result (n kept, n low, n high, first kept: from the lock step,
+    # or kept here for the weighted pass); with weights, its kept values [lov, hiv] and the
+    # sums of the pass over the frames.
+    res = np.zeros((4, chunk), np.int64)
     lov = np.empty(chunk, np.float32)
     hiv = np.empty(chunk, np.float32)
-    kept = np.zeros((3, chunk), np.int64)
     sums = np.empty((3, chunk), np.float64)
-    res = np.zeros((4, chunk), np.int64)
     fl = np.empty((6, chunk), np.float64)
     it = np.empty((6, chunk), np.int64)
     npairs = pairs.shape[0]
@@ -968,9 +968,9 @@ def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, metho
                 else:
                     lov[x] = vals[first, x]
                     hiv[x] = vals[first + m - 1, x]
-                    kept[0, x] = m
-                    kept[1, x] = nl
-                    kept[2, x] = nh
+                    res[0, x] = m
+                    res[1, x] = nl
+                    res[2, x] = nh
             if not uniform:
                 s = sums[0, :cw]
                 sw = sums[1, :cw]
@@ -995,8 +995,8 @@ def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, metho
                     if cnt[x] == 0 or method == 2:
                         continue
                     mean = s[x] / sw[x] if sw[x] > 0 else np.nan
-                    _put(out, nlow, nhigh, nused, y, X, mean, kept[1, x], kept[2, x],
-                         kept[0, x])
+                    _put(out, nlow, nhigh, nused, y, X, mean, res[1, x], res[2, x],
+                         res[0, x])
 
 
 def combine(
@@ -1084,7 +1084,9 @@ def _prepare(block: np.ndarray, method: str, low: float, high: float,
         pairs = _network(n)
         uniform = bool(np.all(wts == wts[0]))
         chunk = int(min(w, max(_NETWORK_MIN_COLUMNS, _NETWORK_CHUNK_BYTES // (8 * n))))
-        lockstep = code == 6 and max_iter >= 1 and n <= _LOCKSTEP_MAX
+        # (n >= 3: with fewer samples no pixel is clipped, and the lock step's set-up
+        # reads the 3 samples a clipped pixel has)
+        lockstep = code == 6 and max_iter >= 1 and 3 <= n <= _LOCKSTEP_MAX
 
         def run(y0: int, y1: int) -> None:
             _combine_sorted(arr[:, y0:y1], wts, uniform, code, float(low), float(high),
