@@ -179,7 +179,64 @@ def test_sorting_network_sorts(n):
     assert np.all(np.diff(data, axis=1) >= 0)
 
 
-@pytest.mark.parametrize("n", [3, 8, 20, 32])
+def test_cut_counts_in_float32_are_the_float64_comparisons():
+    """The lock step counts a column's samples below a float64 cut in float32 against the
+    cut rounded inwards: the same counts as comparing in float64, for cuts on a sample, one
+    float64 step either side of one, at +-0, beyond float32's range, infinite and NaN."""
+    from deepsky.integrate.reject import _count_cuts
+
+    rng = np.random.default_rng(5)
+    n, cw = 12, 4000
+    vals = np.sort(rng.normal(0, 1, (n, cw)).astype(np.float32), axis=0)
+    vals[:, :50] = np.sort(rng.normal(0, 1e-42, (n, 50)).astype(np.float32), axis=0)  # subnormal
+    vals[:4, 60:80] = 0.0
+    vals[4:6, 60:80] = -0.0
+    vals[-2:, 100:140] = np.inf
+    vals[:1, 140:160] = -np.inf
+    vals = np.sort(vals, axis=0)
+    pick = vals[rng.integers(0, n, cw), np.arange(cw)].astype(np.float64)
+    a = pick + rng.choice([-1.0, 0.0, 1.0], cw) * np.spacing(np.abs(pick))
+    b = pick + rng.choice([-1.0, 0.0, 1.0], cw) * np.spacing(np.abs(pick))
+    a[200:220] = rng.normal(0, 1, 20)
+    special = [0.0, -0.0, 5e-324, -5e-324, 1e-46, -1e-46, 3.5e38, -3.5e38, 1e300, -1e300,
+               np.inf, -np.inf, np.nan, float(np.finfo(np.float32).max),
+               -float(np.finfo(np.float32).max)]
+    for i, v in enumerate(special):
+        a[300 + i::400] = v
+        b[301 + 2 * i::400] = v
+    f32 = np.empty((2, cw), np.float32)
+    below = np.empty(cw, np.int32)
+    upto = np.empty(cw, np.int32)
+    _count_cuts(vals, n, cw, a, b, f32, below, upto)
+    v64 = vals.astype(np.float64)
+    assert np.array_equal(below, (v64 < a).sum(axis=0))
+    assert np.array_equal(upto, (v64 <= b).sum(axis=0))
+
+
+def test_winsorized_lock_step_on_a_sample_at_the_cut():
+    """A flat's pixel whose lowest sample lies 1e-3 inside the low cut (3 sigma) when the
+    middle pair of its 20 samples is summed in float32, as the per-pixel clipping sums it,
+    and 7e-4 beyond it when summed in float64: the lock step (a run of such pixels) keeps
+    it, as the per-pixel clipping does."""
+    import deepsky.integrate.reject as rj
+
+    col = np.array([30051.146484375, 30223.9609375, 30215.951171875, 30276.3984375,
+                    30139.7890625, 30058.671875, 30441.693359375, 30304.00390625,
+                    30242.716796875, 30355.56640625, 29840.0234375, 30197.4296875,
+                    30192.896484375, 30143.68359375, 30178.6875, 30290.314453125,
+                    30071.724609375, 30170.1875, 30372.974609375, 30202.666015625], np.float32)
+    block = np.repeat(col[:, None, None], 600, axis=2)
+    kw = dict(method="winsorized", low=3.0, high=3.0, workers=1)
+    fast = combine(block, **kw)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(rj, "_LOCKSTEP_MAX", 0)
+        plain = combine(block, **kw)
+    assert (fast[1] == 0).all() and (plain[1] == 0).all()
+    assert np.array_equal(fast[0], plain[0])
+    assert np.allclose(fast[0], col.astype(np.float64).mean(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [3, 8, 20, 32, 100])
 def test_winsorized_lock_step_is_the_per_pixel_clipping(n, monkeypatch):
     """The winsorizing in lock step across a run of pixels gives the per-pixel walks'
     results bit for bit: wide rows (the long-running pixels handed back, the pixels the first

@@ -41,7 +41,12 @@ _FAST = {"reassoc", "contract", "arcp", "nsz"}
 # without numba's reference counting (``_nrt=False``, as numba's own sort and string helpers
 # are). With it, every call increments and decrements each array argument's count, atomic
 # operations that cost 40-60 ns per call: as much as the sorting of 20 samples.
-_LEAF = dict(cache=True, nogil=True, fastmath=_FAST, _nrt=False)
+# ``error_model="numpy"``: a division by zero gives inf or NaN instead of raising, as numpy
+# does; with Python's model every division carries a test for zero and a branch to raise,
+# which keeps LLVM from vectorising any loop that divides (the winsorizing pass across a run
+# of pixels: 12.5 -> 3 ns per pixel). No kernel here divides by zero on purpose: results are
+# the same where the Python model would not have raised.
+_LEAF = dict(cache=True, nogil=True, fastmath=_FAST, _nrt=False, error_model="numpy")
 
 METHODS = ("none", "mean", "median", "minmax", "percentile", "sigma", "winsorized", "mad",
            "linear", "gesd")
@@ -371,16 +376,28 @@ def _clip_presorted(v: np.ndarray, n: int, tmp: np.ndarray, tmp2: np.ndarray, me
 @nb.njit(**_LEAF, inline="always")
 def _winsorize_step(tmp: np.ndarray, tmp2: np.ndarray, col: int, lo: int, hi: int, pa: int,
                     pb: int, m: float, dm: float, s0: float) -> tuple[float, bool]:
-    """One winsorizing pass of the sorted column whose kept range is [lo, hi) (``m``
+    """:func:`_winsorize_sums` of the sorted column ``col`` whose prefix sums are ``tmp``,
+    ``tmp2``."""
+    return _winsorize_sums(tmp[pb, col] - tmp[pa, col], tmp2[pb, col] - tmp2[pa, col],
+                           np.float64(lo), np.float64(hi), np.float64(pa), np.float64(pb), m,
+                           dm, s0)
+
+
+@nb.njit(**_LEAF, inline="always")
+def _winsorize_sums(s_in: float, q_in: float, lo: float, hi: float, pa: float, pb: float,
+                    m: float, dm: float, s0: float) -> tuple[float, bool]:
+    """One winsorizing pass of a sorted column whose kept range is [lo, hi) (``m``
     samples), from the cuts of sigma ``s0`` at positions ``pa``, ``pb`` (the samples in
-    [pa, pb) lie between them; ``dm`` = median - shift): ``(sigma, True)``, the fixed point of
-    the quadratic the map is while no sample crosses a cut, or ``(sigma, False)``, Siril's
-    plain step, where more than a third of the samples are clipped."""
+    [pa, pb) lie between them, their sum and sum of squares less the shift ``s_in``,
+    ``q_in``; ``dm`` = median - shift): ``(sigma, True)``, the fixed point of the quadratic
+    the map is while no sample crosses a cut, or ``(sigma, False)``, Siril's plain step,
+    where more than a third of the samples are clipped. Positions are floats (exact: small
+    integers) and both answers are computed, one selected: no branch, so that a loop over
+    pixels that calls this vectorises."""
     k = pb - pa
     # Samples in [pa, pb) relative to med; the others sit at -c / +c.
-    s_in = tmp[pb, col] - tmp[pa, col]
     m1 = s_in - k * dm
-    m2 = (tmp2[pb, col] - tmp2[pa, col]) - 2.0 * dm * s_in + k * dm * dm
+    m2 = q_in - 2.0 * dm * s_in + k * dm * dm
     nlo = pa - lo
     nhi = hi - pb
     u = nhi + nlo
@@ -391,18 +408,19 @@ def _winsorize_step(tmp: np.ndarray, tmp2: np.ndarray, col: int, lo: int, hi: in
     qa = 1.0 - 2.25 * kk * (u - dd * dd / m)
     qb = 3.0 * kk * m1 * dd / m
     qc = -kk * (m2 - m1 * m1 / m)
-    if qa > 1e-9 and qc <= 0.0:
-        root = math.sqrt(qb * qb - 4.0 * qa * qc)
-        if qb < 0.0:
-            return (root - qb) / (2.0 * qa), True
-        # 0 when the unclipped samples have no spread: the limit is 0
-        return (-2.0 * qc / (qb + root) if qb + root > 0.0 else 0.0), True
+    fixed = qa > 1e-9 and qc <= 0.0
+    root = math.sqrt(qb * qb - 4.0 * qa * qc)
+    den = qb + root
+    # 0 when the unclipped samples have no spread: the limit is 0
+    r_pos = -2.0 * qc / den if den > 0.0 else 0.0
+    r_fix = (root - qb) / (2.0 * qa) if qb < 0.0 else r_pos
     # more than a third clipped: f grows faster than sigma, a plain step
     c = 1.5 * s0
     ssum = m1 + c * dd
     qsum = m2 + c * c * u
     var = (qsum - ssum * ssum / m) / (m - 1)
-    return (1.134 * math.sqrt(var) if var > 0 else 0.0), False
+    r_plain = 1.134 * math.sqrt(var) if var > 0 else 0.0
+    return (r_fix if fixed else r_plain), fixed
 
 
 @nb.njit(**_LEAF)
@@ -498,48 +516,52 @@ def _clip_from(v: np.ndarray, col: int, n: int, tmp: np.ndarray, tmp2: np.ndarra
 @nb.njit(**_LEAF)
 def _winsorized_lockstep(vals: np.ndarray, cnt: np.ndarray, ps1: np.ndarray, ps2: np.ndarray,
                          shift: np.ndarray, cw: int, n: int, low: float, high: float,
-                         max_iter: int, res: np.ndarray, fl: np.ndarray, it: np.ndarray
-                         ) -> None:
+                         max_iter: int, res: np.ndarray, fl: np.ndarray, it: np.ndarray,
+                         f32: np.ndarray) -> None:
     """The winsorized clipping (:func:`_clip_from`, method 6) of a run's ``cw`` sorted
     columns ``vals[:, :cw]`` at once: its first clipping round, every pixel's winsorizing
     passes in lock step. Where :func:`_clip_from` walks to each cut from the ends of the
     kept range (a loop whose length, and so its branch, differs from pixel to pixel), the
     position of a cut in a sorted column is the count of the samples below it, and counts
     over the rows of ``vals`` are vectorised across the run's pixels: one pass decides every
-    pixel's cuts. The same expressions in the same order, so the same results, bit for bit:
-    a pass ends a pixel's winsorizing where :func:`_clip_from`'s would, and a pixel the
-    first round clipped continues in :func:`_clip_from` from the range it left (as do the
-    few whose passes run long, from the start).
+    pixel's cuts (:func:`_count_cuts`), one more takes the prefix sums at them and makes
+    every pixel's winsorizing pass (:func:`_lockstep_pass`), without a branch. The same
+    expressions in the same order, so the same results, bit for bit: a pass ends a pixel's
+    winsorizing where :func:`_clip_from`'s would, and a pixel the first round clipped
+    continues in :func:`_clip_from` from the range it left (as do the few whose passes run
+    long, from the start).
 
     ``res[:, x]``: (n kept, n low, n high, first kept) of each pixel with 3 samples or
-    more. Scratch: ``fl`` (6, cw) float64, ``it`` (6, cw) int64."""
+    more. Scratch: ``fl`` (10, cw) float64, ``it`` (7, cw) int32, ``f32`` (2, cw)
+    float32."""
     med = fl[0]
     sig = fl[1]
     dms = fl[2]
     ca = fl[3]
     cb = fl[4]
     m_f = fl[5]
-    act = it[0]
-    pap = it[1]
-    pbp = it[2]
-    cl = it[3]
-    ce = it[4]
-    quad = it[5]
+    act = it[2]
+    need = it[3]
     for x in range(cw):
         k = cnt[x]
-        act[x] = 1 if k >= 3 else 0
-        quad[x] = 0
-        m = k if k >= 3 else 3  # (no sample read and no result used when k < 3)
+        ok = np.int32(k >= 3)
+        act[x] = ok
+        m = k if ok == 1 else np.int32(3)  # (no sample read and no result used when k < 3)
         mid = m >> 1
-        md = float(vals[mid, x]) if m & 1 else 0.5 * (float(vals[mid - 1, x])
-                                                       + float(vals[mid, x]))
+        # (float() of a float32 sample is a float32: the middle pair is summed in float32,
+        # as _clip_from sums it)
+        v1 = float(vals[mid, x])
+        v0 = float(vals[mid - 1, x])
+        md = np.float64(v1) if (m & 1) == 1 else 0.5 * (v0 + v1)
+        mf = np.float64(m)
         s1 = ps1[m, x] - ps1[0, x]
         s2 = ps2[m, x] - ps2[0, x]
-        var = (s2 - s1 * s1 / m) / (m - 1)
+        var = (s2 - s1 * s1 / mf) / (mf - 1)
         sig[x] = math.sqrt(var) if var > 0 else 0.0
         med[x] = md
         dms[x] = md - shift[x]
-        m_f[x] = m
+        m_f[x] = mf
+    it[3, :cw] = 0  # quad: no pass made yet
     remaining = 0
     for x in range(cw):
         remaining += act[x]
@@ -552,53 +574,46 @@ def _winsorized_lockstep(vals: np.ndarray, cnt: np.ndarray, ps1: np.ndarray, ps2
             c = 1.5 * sig[x]
             ca[x] = med[x] - c
             cb[x] = med[x] + c
-        _count_cuts(vals, n, cw, ca, cb, cl, ce)
-        remaining = 0
-        for x in range(cw):
-            if act[x] != 1:
-                continue
-            if not (math.isfinite(ca[x]) and math.isfinite(cb[x])):
-                act[x] = 2  # (non-finite samples: the walks' own answer)
-                continue
-            hi = cnt[x]
-            pa = min(cl[x], hi)
-            pb = max(pa, min(ce[x], hi))
-            if quad[x] == 1 and pa == pap[x] and pb == pbp[x]:
-                act[x] = 0  # the same samples clipped: the fixed point
-                continue
-            s0 = sig[x]
-            sigma, fixed = _winsorize_step(ps1, ps2, x, 0, hi, pa, pb, m_f[x], dms[x], s0)
-            quad[x] = 1 if fixed else 0
-            if not fixed and abs(sigma - s0) <= s0 * 0.002:
-                act[x] = 0
-            sig[x] = sigma
-            pap[x] = pa
-            pbp[x] = pb
-            if r == 19:
-                act[x] = 0
-            remaining += act[x] == 1
-    # The first round's cuts at low and high sigma.
+        _count_cuts(vals, n, cw, ca, cb, f32, it[0], it[1])
+        remaining = _lockstep_pass(ps1, ps2, cw, cnt, fl, it, r == 19)
+    # The first round's cuts at low and high sigma: the pixels they clip, those whose passes
+    # ran long and those with non-finite samples go on in _clip_from.
     for x in range(cw):
         ca[x] = med[x] - low * sig[x]
         cb[x] = med[x] + high * sig[x]
-    _count_cuts(vals, n, cw, ca, cb, cl, ce)
+    _count_cuts(vals, n, cw, ca, cb, f32, it[0], it[1])
+    cl = it[0]
+    ce = it[1]
+    anyneed = 0
     for x in range(cw):
         k = cnt[x]
-        if k < 3:
+        lo = min(cl[x], k)
+        hi = max(lo, min(ce[x], k))
+        fin = np.int32(math.isfinite(ca[x])) & np.int32(math.isfinite(cb[x]))
+        full = np.int32(act[x] != 0) | (1 - fin)
+        part = ((1 - full) & np.int32(sig[x] > 0.0) & np.int32(hi - lo >= 2)
+                & (np.int32(lo != 0) | np.int32(hi != k)))
+        nd = (full + 2 * part) * np.int32(k >= 3)  # 1: from the start, 2: from [lo, hi)
+        need[x] = nd
+        anyneed |= nd
+        cl[x] = lo
+        ce[x] = hi
+        res[0, x] = k
+        res[1, x] = 0
+        res[2, x] = 0
+        res[3, x] = 0
+    if anyneed == 0:
+        return
+    for x in range(cw):
+        nd = need[x]
+        if nd == 0:
             continue
-        if act[x] != 0 or not (math.isfinite(ca[x]) and math.isfinite(cb[x])):
-            m, nl, nh, first = _clip_from(vals, x, k, ps1, ps2, shift[x], 6, low, high,
-                                          max_iter, 0, k)
-        elif sig[x] <= 0.0:
-            m, nl, nh, first = k, 0, 0, 0
+        if nd == 1:
+            m, nl, nh, first = _clip_from(vals, x, cnt[x], ps1, ps2, shift[x], 6, low, high,
+                                          max_iter, 0, cnt[x])
         else:
-            lo = min(cl[x], k)
-            hi = max(lo, min(ce[x], k))
-            if hi - lo < 2 or (lo == 0 and hi == k):
-                m, nl, nh, first = k, 0, 0, 0
-            else:
-                m, nl, nh, first = _clip_from(vals, x, k, ps1, ps2, shift[x], 6, low, high,
-                                              max_iter - 1, lo, hi)
+            m, nl, nh, first = _clip_from(vals, x, cnt[x], ps1, ps2, shift[x], 6, low, high,
+                                          max_iter - 1, cl[x], ce[x])
         res[0, x] = m
         res[1, x] = nl
         res[2, x] = nh
@@ -606,22 +621,100 @@ def _winsorized_lockstep(vals: np.ndarray, cnt: np.ndarray, ps1: np.ndarray, ps2
 
 
 @nb.njit(**_LEAF)
+def _lockstep_pass(ps1: np.ndarray, ps2: np.ndarray, cw: int, cnt: np.ndarray,
+                   fl: np.ndarray, it: np.ndarray, last: bool) -> int:
+    """One winsorizing pass of every active pixel of :func:`_winsorized_lockstep` (whose
+    scratch rows ``fl`` and ``it`` carry the state), the cuts' positions counted in
+    ``it[0]``, ``it[1]``: the prefix sums at the cuts gathered, then the pass itself,
+    written without a branch (flags as 0/1 integers) so that both loops vectorise.
+    Returns the pixels still active."""
+    sig = fl[1]
+    dms = fl[2]
+    ca = fl[3]
+    cb = fl[4]
+    m_f = fl[5]
+    a1 = fl[6]
+    a2 = fl[7]
+    b1 = fl[8]
+    b2 = fl[9]
+    cl = it[0]
+    ce = it[1]
+    act = it[2]  # 1 winsorizing, 0 done, 2 non-finite samples (the walks' own answer)
+    quad = it[3]  # the last pass was the quadratic's fixed point
+    pap = it[4]
+    pbp = it[5]
+    for x in range(cw):
+        hi = cnt[x]
+        pa = min(cl[x], hi)
+        pb = max(pa, min(ce[x], hi))
+        a1[x] = ps1[pa, x]
+        a2[x] = ps2[pa, x]
+        b1[x] = ps1[pb, x]
+        b2[x] = ps2[pb, x]
+    remaining = 0
+    lst = np.int32(last)
+    for x in range(cw):
+        ac = act[x]
+        on = np.int32(ac == 1)
+        fin = np.int32(math.isfinite(ca[x])) & np.int32(math.isfinite(cb[x]))
+        hi = cnt[x]
+        pa = min(cl[x], hi)
+        pb = max(pa, min(ce[x], hi))
+        # the same samples clipped as after the last (fixed-point) pass: the fixed point
+        same = np.int32(quad[x] == 1) & np.int32(pa == pap[x]) & np.int32(pb == pbp[x])
+        s0 = sig[x]
+        sigma, fixed = _winsorize_sums(b1[x] - a1[x], b2[x] - a2[x], 0.0, np.float64(hi),
+                                       np.float64(pa), np.float64(pb), m_f[x], dms[x], s0)
+        fx = np.int32(fixed)
+        upd = on & fin & (1 - same)
+        conv = (1 - fx) & np.int32(abs(sigma - s0) <= s0 * 0.002)
+        a_new = ((1 - conv) & (1 - lst)) if upd == 1 else ((2 * (1 - fin)) if on == 1 else ac)
+        act[x] = a_new
+        sig[x] = sigma if upd == 1 else s0
+        quad[x] = fx if upd == 1 else quad[x]
+        pap[x] = pa if upd == 1 else pap[x]
+        pbp[x] = pb if upd == 1 else pbp[x]
+        remaining += np.int32(a_new == 1)
+    return remaining
+
+
+@nb.njit(**_LEAF)
 def _count_cuts(vals: np.ndarray, n: int, cw: int, a: np.ndarray, b: np.ndarray,
-                below: np.ndarray, upto: np.ndarray) -> None:
-    """Per column x of the sorted ``vals[:, :cw]``: the samples below ``a[x]`` and those up
-    to ``b[x]`` (the cuts' positions), a pass over the rows vectorised across the columns."""
-    below[:cw] = 0
-    upto[:cw] = 0
+                f32: np.ndarray, below: np.ndarray, upto: np.ndarray) -> None:
+    """Per column x of the sorted float32 ``vals[:, :cw]``: the samples below ``a[x]`` and
+    those up to ``b[x]`` (the cuts' positions), a pass over the rows vectorised across the
+    columns. The comparisons are made in float32 (twice the lanes of float64) against the
+    cuts rounded inwards to float32 (``f32`` rows): for a float32 v, v < a exactly when v is
+    below the least float32 >= a, and v <= b exactly when v is at most the greatest
+    float32 <= b."""
+    a32 = f32[0]
+    b32 = f32[1]
+    ai = a32.view(np.int32)
+    bi = b32.view(np.int32)
+    for x in range(cw):
+        a32[x] = np.float32(a[x])
+        b32[x] = np.float32(b[x])
+    for x in range(cw):
+        # one float32 step inwards where the rounding went outwards (the bit pattern of a
+        # float's magnitude counts up with it; NaN compares false either way)
+        ia = ai[x]
+        ai[x] = (ia + (np.int32(1) if ia >= 0 else np.int32(-1))
+                 if np.float64(a32[x]) < a[x] else ia)
+        ib = bi[x]
+        bi[x] = (ib - (np.int32(1) if ib > 0 else np.int32(-1))
+                 if np.float64(b32[x]) > b[x] else ib)
     bl = below[:cw]
     up = upto[:cw]
-    aa = a[:cw]
-    bb = b[:cw]
+    bl[:] = 0
+    up[:] = 0
+    aa = a32[:cw]
+    bb = b32[:cw]
     for i in range(n):
         row = vals[i, :cw]
         for x in range(cw):
-            v = np.float64(row[x])
-            bl[x] += v < aa[x]
-            up[x] += v <= bb[x]
+            v = row[x]
+            bl[x] += np.int32(v < aa[x])
+            up[x] += np.int32(v <= bb[x])
 
 
 @nb.njit(**_LEAF)
@@ -835,10 +928,11 @@ _NETWORK_CHUNK_BYTES = 128 * 1024
 # frames the byte rule already gives 819 or more).
 _NETWORK_MIN_COLUMNS = 512
 # Winsorizing in lock step (_winsorized_lockstep) up to this many samples: each pass counts
-# over all of them, which beyond ~35 costs more than the per-pixel walks save (one thread, ns
-# per pixel, walks -> lock step: 10 lights 111 -> 82, 20 biases 152 -> 123, 20 lights 150
-# -> 130, 32 lights 194 -> 179, 40 lights 252 -> 260, 100 lights 524 -> 635).
-_LOCKSTEP_MAX = 32
+# over all of them, which beyond ~120 costs more than the per-pixel walks save. One thread,
+# the 100-frame benchmark's integration tiles (weighted, NaN where a frame does not cover),
+# ns per pixel, walks -> lock step: 20 frames 150 -> 117, 32: 198 -> 162, 50: 266 -> 230,
+# 100: 541 -> 458; 150 (noise-added copies): 892 -> 929; 20 biases 120 -> 105.
+_LOCKSTEP_MAX = 100
 
 
 @functools.lru_cache(maxsize=64)
@@ -866,7 +960,7 @@ def _network(n: int) -> np.ndarray:
     return np.array(pairs, np.int64).reshape(-1, 2)
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FAST)
+@nb.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, method: int,
                     low: float, high: float, max_iter: int, pairs: np.ndarray, chunk: int,
                     lockstep: bool,
@@ -896,8 +990,9 @@ def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, metho
     lov = np.empty(chunk, np.float32)
     hiv = np.empty(chunk, np.float32)
     sums = np.empty((3, chunk), np.float64)
-    fl = np.empty((6, chunk), np.float64)
-    it = np.empty((6, chunk), np.int64)
+    fl = np.empty((10, chunk), np.float64)
+    it = np.empty((7, chunk), np.int32)
+    f32 = np.empty((2, chunk), np.float32)
     npairs = pairs.shape[0]
     inf = np.float32(np.inf)
     for y in range(h):
@@ -940,7 +1035,7 @@ def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, metho
                         q2[x] = p2[x] + d * d
                 if lockstep:
                     _winsorized_lockstep(vals, cnt, ps1, ps2, shift, cw, n, low, high,
-                                         max_iter, res, fl, it)
+                                         max_iter, res, fl, it, f32)
             for x in range(cw):
                 X = c0 + x
                 k = cnt[x]
