@@ -1,5 +1,7 @@
 """Defect detection and replacement on synthetic frames with known defects."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,27 @@ def test_defect_replacement_equals_the_plain_rule(bayer):
                                   _plain_apply(dm, band, 17, 9))
     rgb = rng.normal(50, 2, (3, h, w)).astype(np.float32)
     np.testing.assert_array_equal(dm.apply(rgb.copy()), _plain_apply(dm, rgb))
+
+
+@pytest.mark.parametrize("shape", [(600, 517), (517, 600), (1, 6), (6, 1), (2, 2)])
+def test_line_medians_are_numpys(shape):
+    """The bad-line search's per-line medians (one partition, the pair's lower half from
+    the maximum below it) are np.median's, bit for bit and of its dtype: odd and even line
+    lengths, ties, float32 and float64, blocks of lines, and NaN (nanmedian's)."""
+    from deepsky.calibrate.cosmetic import _line_medians
+
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    for dtype in (np.float32, np.float64):
+        a = rng.normal(100, 5, shape).astype(dtype)
+        a[::3, ::2] = np.round(a[::3, ::2])
+        for axis in (0, 1):
+            got = _line_medians(a, axis, chunk=64)
+            want = np.median(a, axis=axis)
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+        a[0, -1] = np.nan
+        for axis in (0, 1):
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                got = _line_medians(a, axis, chunk=64)
+                want = np.nanmedian(a, axis=axis)
+            assert np.array_equal(got, want, equal_nan=True)

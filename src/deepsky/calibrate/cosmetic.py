@@ -137,12 +137,24 @@ def find_bad_lines(image: np.ndarray, bayer: str | None, *, sigma: float = 5.0,
 def _line_medians(plane: np.ndarray, axis: int, chunk: int = 256) -> np.ndarray:
     """``np.median(plane, axis)`` (``nanmedian`` where a line has NaN), a block of lines at
     a time: numpy copies what it partitions, so a block costs a block's copy, not the
-    frame's."""
+    frame's. np.median partitions at both middle positions of an even count; one partition
+    at the upper and the maximum of the samples below it give the same pair (and the same
+    float32 mean of it) in ~60 % of the time."""
     parts = []
+    n = plane.shape[axis]
+    k = n // 2
     for i in range(0, plane.shape[1 - axis], chunk):
         blk = plane[:, i:i + chunk] if axis == 0 else plane[i:i + chunk]
-        parts.append(np.median(blk, axis=axis) if np.isfinite(blk).all()
-                     else np.nanmedian(blk, axis=axis))
+        if not np.isfinite(blk).all():
+            parts.append(np.nanmedian(blk, axis=axis))
+            continue
+        part = np.partition(blk, k, axis=axis)
+        upper = part[k] if axis == 0 else part[:, k]
+        if n % 2:
+            parts.append(upper)
+        else:
+            lower = (part[:k] if axis == 0 else part[:, :k]).max(axis=axis)
+            parts.append((lower + upper) / np.float32(2))
     return np.concatenate(parts)
 
 
