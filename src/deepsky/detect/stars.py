@@ -48,6 +48,7 @@ from deepsky.detect import _psf
 from deepsky.detect._validate import as_image, as_mask, in_range, positive
 from deepsky.detect.background import Background, estimate_background
 from deepsky.errors import ConfigError, InputError
+from deepsky.medians import median
 from deepsky.types import BAYER_PATTERNS, StarList
 
 __all__ = ["find_stars", "cfa_luminance", "detect_frame"]
@@ -303,7 +304,7 @@ def _bad_pixels(img: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
 def _channel_ratios(mosaic: np.ndarray, lum: np.ndarray, chan: np.ndarray) -> np.ndarray:
     """Sky level of each CFA position over the luminance's (medians of a subsample): the
     four values by ``2 (y % 2) + x % 2``."""
-    ref = float(np.median(lum[::8, ::8]))
+    ref = float(median(lum[::8, ::8].ravel()))
     out = np.ones(4)
     if not np.isfinite(ref) or ref <= 0:
         return out
@@ -350,7 +351,7 @@ def _robust_noise(a: np.ndarray, lag: int = 16, step: int = 8) -> float:
     d = d[np.isfinite(d)]
     if d.size < 16:
         return float("nan")
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
+    return float(1.4826 * median(np.abs(d - median(d))) / math.sqrt(2.0))
 
 
 def _detect(img: np.ndarray, bkg: Background, bad: np.ndarray | None, *, deblend: bool,

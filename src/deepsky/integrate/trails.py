@@ -539,8 +539,8 @@ def object_mask(stack: np.ndarray, *, sigma: float = 3.0, grow: int = 3) -> np.n
     v = stack[np.isfinite(stack)]
     if v.size == 0:
         return np.zeros(stack.shape, bool)
-    med = float(np.median(v))
-    sig = 1.4826 * float(np.median(np.abs(v - med)))
+    med = float(median(v))
+    sig = 1.4826 * float(median(np.abs(v - med)))
     hot = np.nan_to_num(stack, nan=med) > med + sigma * max(sig, 1e-12)
     if grow > 0 and hot.any():
         hot = ndimage.binary_dilation(hot, iterations=grow)
