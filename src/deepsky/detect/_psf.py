@@ -204,8 +204,18 @@ def _valid(p, nch, cw):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def fit_gaussian(d, wt, px, py, pc, m, p, nch, cw, maxiter, tol,
-                 free_shape):  # pragma: no cover - numba
+def _fit_work(nch, size):  # pragma: no cover - numba
+    """The scratch buffers of :func:`fit_gaussian` for stamps of up to ``size`` pixels."""
+    npar = BG0 + 2 * nch
+    return (np.empty((npar, npar)), np.empty((npar, npar)), np.empty(npar), np.empty(7),
+            np.array([X, Y, A, B, C, 0, 0], np.int64), np.empty((nch, 7, 7)),
+            np.empty((nch, 7)), np.empty(npar), np.zeros((npar, npar)), np.empty(npar),
+            np.empty(npar), np.empty(size), np.empty(size))
+
+
+@njit(cache=True, nogil=True)
+def fit_gaussian(d, wt, px, py, pc, m, p, nch, cw, maxiter, tol, free_shape,
+                 work):  # pragma: no cover - numba
     """Levenberg-Marquardt fit of an elliptical Gaussian plus a constant per channel.
 
     ``d, wt, px, py, pc`` are the first ``m`` pixels' values, weights (0 = left out),
@@ -214,22 +224,11 @@ def fit_gaussian(d, wt, px, py, pc, m, p, nch, cw, maxiter, tol,
     stay positive). With ``free_shape`` False the shape (A, B, C) stays as given and only
     the centre, backgrounds and amplitudes are fitted (faint stars: about 3x cheaper).
     Iterates until the centre moves less than ``tol`` pixels. Returns True when the fit
-    converged to a valid Gaussian.
+    converged to a valid Gaussian. ``work``: :func:`_fit_work`'s buffers (allocated once per
+    pass, not once per star: a dozen allocations cost ~1 us a star).
     """
     npar = BG0 + 2 * nch
-    M = np.empty((npar, npar))
-    Md = np.empty((npar, npar))
-    g = np.empty(npar)
-    J = np.empty(7)
-    idx = np.array([X, Y, A, B, C, 0, 0], np.int64)
-    Mc = np.empty((nch, 7, 7))
-    gc = np.empty((nch, 7))
-    pn = np.empty(npar)
-    Ls = np.zeros((npar, npar))
-    zs = np.empty(npar)
-    step = np.empty(npar)
-    e = np.empty(m)
-    en = np.empty(m)
+    M, Md, g, J, idx, Mc, gc, pn, Ls, zs, step, e, en = work
     lam = 1e-3
     chi = _eval(d, wt, px, py, pc, m, p, nch, e)
     converged = False
@@ -340,6 +339,7 @@ def fit_pass(img, chan, nch, bad, has_bad, sat_level, params, prev, rad, todo, n
     py = np.empty(size)
     pc = np.empty(size, np.int64)
     p = np.empty(npar)
+    work = _fit_work(nch, size)
     for i in todo:
         r = rad[i]
         cx = int(np.floor(params[i, X] + 0.5))
@@ -377,7 +377,7 @@ def fit_pass(img, chan, nch, bad, has_bad, sat_level, params, prev, rad, todo, n
         x_start = p[X]
         y_start = p[Y]
         ok = ngood >= 3 * npar and fit_gaussian(d, wt, px, py, pc, m, p, nch, cw, maxiter,
-                                                1e-3, free[i])
+                                                1e-3, free[i], work)
         if ok and (p[X] - x_start) ** 2 + (p[Y] - y_start) ** 2 > max_shift * max_shift:
             ok = False
         if ok:
