@@ -568,8 +568,11 @@ def _winsorized_lockstep(vals: np.ndarray, cnt: np.ndarray, ps1: np.ndarray, ps2
     for r in range(20):
         if remaining == 0:
             break
-        if r >= 4 and remaining * 64 <= cw:
-            break  # the last few go on in _clip_from (see below)
+        if r >= 3 and remaining * 8 <= cw:
+            # the last few go on in _clip_from (see below): a pass costs the whole run
+            # (after the third, ~1 % of a run's pixels are still winsorizing; 20 biases,
+            # one thread: 104 -> 95 ns per pixel)
+            break
         for x in range(cw):
             c = 1.5 * sig[x]
             ca[x] = med[x] - c
