@@ -2,7 +2,7 @@
 
 The per-frame statistics (a frame's location and scale, its pixel-to-pixel noise, the trail
 search's residual) and the masters' (flat levels, the defect searches' noise) take medians of
-10^4.5 - 10^6 finite values, several per frame; numpy's introselect costs 6-11 ns per value there. A float's bits, with the sign bit
+2 x 10^4 - 10^6 finite values, several per frame; numpy's introselect costs 6-11 ns per value there. A float's bits, with the sign bit
 flipped (and the other bits too for a negative number), sort as the float does, so the k-th
 smallest value is found 16 bits at a time: a histogram of the top 16 bits tells which bucket
 holds it, the values of that bucket are kept, and so on down (4 rounds for float64, 2 for
@@ -28,7 +28,8 @@ _MIN_SIZE = 20000
 
 def median(values: np.ndarray) -> np.floating:
     """``np.median`` of a 1-D array of finite float32 or float64 values (any other input,
-    or a short one, goes to ``np.median`` itself)."""
+    or a short one, goes to ``np.median`` itself). Finiteness is the caller's to ensure (a
+    NaN would not make the result NaN, as it makes numpy's)."""
     a = values
     if (not isinstance(a, np.ndarray) or a.ndim != 1 or a.size < _MIN_SIZE
             or a.dtype not in (np.float32, np.float64)):

@@ -304,7 +304,7 @@ def _bad_pixels(img: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
 def _channel_ratios(mosaic: np.ndarray, lum: np.ndarray, chan: np.ndarray) -> np.ndarray:
     """Sky level of each CFA position over the luminance's (medians of a subsample): the
     four values by ``2 (y % 2) + x % 2``."""
-    ref = float(median(lum[::8, ::8].ravel()))
+    ref = float(np.median(lum[::8, ::8]))
     out = np.ones(4)
     if not np.isfinite(ref) or ref <= 0:
         return out

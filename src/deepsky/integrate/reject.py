@@ -933,8 +933,8 @@ _NETWORK_MIN_COLUMNS = 512
 # Winsorizing in lock step (_winsorized_lockstep) up to this many samples: each pass counts
 # over all of them, which beyond ~120 costs more than the per-pixel walks save. One thread,
 # the 100-frame benchmark's integration tiles (weighted, NaN where a frame does not cover),
-# ns per pixel, walks -> lock step: 20 frames 150 -> 117, 32: 198 -> 162, 50: 266 -> 230,
-# 100: 541 -> 458; 150 (noise-added copies): 892 -> 929; 20 biases 120 -> 105.
+# ns per pixel, walks -> lock step: 20 frames 150 -> 104-117, 32: 198 -> 162, 50: 266 ->
+# 220-230, 100: 541 -> 418-458; 150 (noise-added copies): 892 -> 929; 20 biases 150 -> 95.
 _LOCKSTEP_MAX = 100
 
 

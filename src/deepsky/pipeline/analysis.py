@@ -27,7 +27,6 @@ from deepsky.integrate.normalize import ChannelStats, cfa_channel_stats, image_s
 from deepsky.integrate.trails import bin_image
 from deepsky.io.atomic import atomic_path, write_text
 from deepsky.io.sources import FrameSource
-from deepsky.medians import median
 from deepsky.types import FrameQuality, StarList
 
 ANALYSIS_VERSION = 3  # 2: blank, saturated and unreadable frames recorded as problems;
@@ -100,9 +99,9 @@ def _saturation(source: FrameSource, cal: CalibrationSet) -> float | None:
         return hit[1]
     offset = 0.0
     if cal.dark is not None:
-        offset = float(median(cal.dark[..., ::4, ::4].ravel()))
+        offset = float(np.median(cal.dark[..., ::4, ::4]))
     elif cal.bias is not None:
-        offset = float(median(cal.bias[..., ::4, ::4].ravel()))
+        offset = float(np.median(cal.bias[..., ::4, ::4]))
     flat_max = 1.0 if cal.flat is None else float(np.nanpercentile(cal.flat[..., ::4, ::4], 99.9))
     value = 0.97 * (white - offset) / max(flat_max, 1e-3)
     if len(_SATURATION) > 64:
