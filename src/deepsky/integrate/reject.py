@@ -541,7 +541,6 @@ def _winsorized_lockstep(vals: np.ndarray, cnt: np.ndarray, ps1: np.ndarray, ps2
     cb = fl[4]
     m_f = fl[5]
     act = it[2]
-    need = it[3]
     for x in range(cw):
         k = cnt[x]
         ok = np.int32(k >= 3)
@@ -587,6 +586,7 @@ def _winsorized_lockstep(vals: np.ndarray, cnt: np.ndarray, ps1: np.ndarray, ps2
     _count_cuts(vals, n, cw, ca, cb, f32, it[0], it[1])
     cl = it[0]
     ce = it[1]
+    need = it[3]  # (the passes' quad row, no longer needed)
     anyneed = 0
     for x in range(cw):
         k = cnt[x]
@@ -661,6 +661,7 @@ def _lockstep_pass(ps1: np.ndarray, ps2: np.ndarray, cw: int, cnt: np.ndarray,
         on = np.int32(ac == 1)
         fin = np.int32(math.isfinite(ca[x])) & np.int32(math.isfinite(cb[x]))
         hi = cnt[x]
+        # (recomputed: storing them in the loop above was no faster)
         pa = min(cl[x], hi)
         pb = max(pa, min(ce[x], hi))
         # the same samples clipped as after the last (fixed-point) pass: the fixed point
