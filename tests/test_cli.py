@@ -70,6 +70,35 @@ def test_the_command_line_keeps_freed_memory_for_reuse():
     assert faults["keep"] < 20, faults
 
 
+def test_the_command_line_starts_no_blas_threads():
+    """``single_threaded_blas`` (called by ``deepsky``'s main before numpy is imported): numpy
+    and scipy load without OpenBLAS's pools of spinning threads; a user's own setting stays."""
+    import os
+
+    if not os.path.isdir("/proc/self/task") or (os.cpu_count() or 1) < 2:
+        pytest.skip("counts threads in /proc, on 2 or more cores")
+    probe = (
+        "import os, sys\n"
+        "from deepsky.cli import single_threaded_blas\n"
+        "if sys.argv[1] == 'single': single_threaded_blas()\n"
+        "import numpy as np, scipy.linalg\n"
+        "a = np.ones((300, 300)); a @ a\n"
+        "print(len(os.listdir('/proc/self/task')), os.environ.get('OPENBLAS_NUM_THREADS'))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS",
+                                                            "MKL_NUM_THREADS",
+                                                            "OMP_NUM_THREADS")}
+
+    def threads(mode: str, **extra: str) -> tuple[int, str]:
+        out = subprocess.run([sys.executable, "-c", probe, mode], capture_output=True,
+                             text=True, check=True, env={**env, **extra}).stdout.split()
+        return int(out[0]), out[1]
+
+    default, _ = threads("default")
+    assert default > 1  # numpy's and scipy's OpenBLAS start their pools
+    assert threads("single") == (1, "1")
+    assert threads("single", OPENBLAS_NUM_THREADS="2")[1] == "2"
+
+
 def test_output_into_a_closed_pipe_ends_without_a_traceback():
     """``deepsky config --defaults | head -1``: the reader has gone when deepsky writes;
     deepsky exits with code 1 and nothing on stderr (no traceback, no 'Exception ignored')."""

@@ -417,7 +417,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def single_threaded_blas() -> None:
+    """Ask the BLAS libraries numpy and scipy load (OpenBLAS, MKL) for one thread each,
+    unless the user's environment says otherwise; effective when numpy is not yet imported
+    (and in the worker processes a run starts, which inherit the setting).
+
+    deepsky runs its own threads (a frame or a band each); its matrix products are small
+    (star lists, 3x3 transforms). OpenBLAS keeps a pool of one thread per core that spins
+    for a while after every call, and there are two of them (numpy's and scipy's): ~2 % of
+    a run's CPU time doing nothing, taken from the threads doing the work (on 2 cores: 20
+    frames 4.99 -> 4.79 s, 8.5 -> 8.0 s of CPU; docs/benchmarks.md)."""
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    single_threaded_blas()
     parser = build_parser()
     args = parser.parse_args(argv)
     args._argv = list(sys.argv[1:] if argv is None else argv)
