@@ -17,7 +17,6 @@ already applied). The output is ``(3, H, W)`` R, G, B (``(3, H/2, W/2)`` for sup
 
 from __future__ import annotations
 
-import cv2
 import numba as nb
 import numpy as np
 
@@ -126,6 +125,8 @@ _K_G = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], np.float32)
 
 def bilinear(mosaic: np.ndarray, pattern: str) -> np.ndarray:
     """Bilinear demosaicing by normalised convolution (samples kept where measured)."""
+    import cv2  # (here: a run's start need not wait for OpenCV's import, ~25 ms)
+
     masks = bayer_channel_masks(pattern, mosaic.shape)
     out = np.empty((3,) + mosaic.shape, np.float32)
     for c in range(3):
