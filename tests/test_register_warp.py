@@ -138,31 +138,66 @@ def test_options_are_validated():
         warp_image(np.zeros((8, 8)), Transform.identity(), (0, 8))
 
 
+def _lanczos_weights(t):
+    """The normalised Lanczos-3 weights of taps -2..3 at fractional offset t, by the formula."""
+    d = np.asarray(t, np.float64)[..., None] - np.arange(-2, 4)
+    w = np.sinc(d) * np.sinc(d / 3.0)
+    return w / w.sum(axis=-1, keepdims=True)
+
+
 def _lanczos_reference(img, minv, X, Y):
     """Lanczos-3 at output pixel (X, Y), plainly: the 6 x 6 taps around the source point
-    with the kernel's table weights, clamped below by the 4 x 4 neighbours."""
-    from deepsky.register.warp import _LANCZOS3
-
-    sx = minv[0, 0] * X + minv[0, 1] * Y + minv[0, 2]
-    sy = minv[1, 0] * X + minv[1, 1] * Y + minv[1, 2]
+    with the formula's weights, clamped below by the 4 x 4 neighbours."""
+    den = minv[2, 0] * X + minv[2, 1] * Y + minv[2, 2]
+    sx = (minv[0, 0] * X + minv[0, 1] * Y + minv[0, 2]) / den
+    sy = (minv[1, 0] * X + minv[1, 1] * Y + minv[1, 2]) / den
     fx, fy = int(np.floor(sx)), int(np.floor(sy))
-    n = _LANCZOS3.shape[0] - 1
-    wx = _LANCZOS3[int((sx - fx) * n + 0.5)]
-    wy = _LANCZOS3[int((sy - fy) * n + 0.5)]
+    wx, wy = _lanczos_weights(sx - fx), _lanczos_weights(sy - fy)
     win = img[fy - 2:fy + 4, fx - 2:fx + 4].astype(np.float64)
     return max(float(wy @ win @ wx), float(win[1:5, 1:5].min()))
 
 
-@pytest.mark.parametrize("turn", [0.0, 0.02, 0.7, 5.0, 37.0, 90.0, 180.0, -90.3])
-def test_lanczos_runs_equal_the_plain_kernel(turn):
+def test_lanczos_weights_are_the_formulas():
+    """The kernels' polynomial weights (the written-out table is the fit's) against the
+    formula, in both precisions, exact at a whole-pixel offset; the same weights from the
+    vectorised and the per-pixel code."""
+    from deepsky.register.warp import (_LANCZOS3_POLY, _LANCZOS3_POLY_F32, _lanczos3_poly,
+                                       _poly_weights, _weights)
+
+    assert np.allclose(_lanczos3_poly(), _LANCZOS3_POLY, rtol=0, atol=1e-12)
+    t = np.concatenate([[0.0, 1e-7, 0.5, 1 - 2 ** -24], np.linspace(0, 1, 20001)[1:-1]])
+    exact = _lanczos_weights(t)
+    t32 = t.astype(np.float32)
+    W = np.empty((12, len(t)), np.float32)
+    _poly_weights(t32, t32[::-1].copy(), _LANCZOS3_POLY_F32, W, len(t))
+    assert np.abs(W[:6].T - _lanczos_weights(t32.astype(np.float64))).max() < 4e-7
+    assert np.abs(W[6:].T - _lanczos_weights(t32[::-1].astype(np.float64))).max() < 4e-7
+    assert W[:6, 0].tolist() == [0, 0, 1, 0, 0, 0]  # a whole-pixel offset copies the pixel
+    w = np.empty(6)
+    worst = 0.0
+    for i in range(0, len(t), 97):
+        assert _weights(t[i], 3, w, _LANCZOS3_POLY) == (6, -2)
+        worst = max(worst, float(np.abs(w - exact[i]).max()))
+    assert worst < 2e-7
+    _weights(0.0, 3, w, _LANCZOS3_POLY)
+    assert w.tolist() == [0, 0, 1, 0, 0, 0]
+
+
+@pytest.mark.parametrize("turn, persp", [(0.0, 0.0), (0.02, 0.0), (0.7, 0.0), (5.0, 0.0),
+                                         (37.0, 0.0), (90.0, 0.0), (180.0, 0.0),
+                                         (-90.3, 0.0), (0.3, 2e-5), (-4.0, -4e-5)])
+def test_lanczos_runs_equal_the_plain_kernel(turn, persp):
     """The vectorised runs (and the transposed / mirrored bands they use for turned and
-    flipped frames) give the plain Lanczos-3 value at every pixel, and a window of the
-    reference grid gets the same bits as the whole warp."""
+    flipped frames) give the plain Lanczos-3 value at every pixel, for affine and
+    projective (``persp``) transforms, and a window of the reference grid gets the same
+    bits as the whole warp."""
     rng = np.random.default_rng(7)
     img = rng.normal(1000, 30, (180, 200)).astype(np.float32)
     img[50:53, 60:64] = 40000  # a saturated star: the clamp at work around it
     t = Transform.rotation_about(turn, 99.5, 89.5) @ Transform.translation(0.37, -0.61)
     t = Transform(np.diag([1.0015, 0.9993, 1.0]) @ t.matrix)  # a little scale too
+    if persp:
+        t = Transform(np.array([[1, 0, 0], [0, 1, 0], [persp, -0.5 * persp, 1.0]]) @ t.matrix)
     whole, foot = warp_image(img, t, img.shape)
     minv = t.inverse().matrix
     ys, xs = np.nonzero(foot == 1.0)

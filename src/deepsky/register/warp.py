@@ -188,7 +188,7 @@ def warp_window(
     offsets = np.broadcast_to(np.asarray(offset, np.float64), (len(planes),))
     for k, plane in enumerate(planes):
         kernel(plane, y0, x0, sh, sw, minv, oy, ox, _METHOD_ID[method], bool(clamp),
-               float(fill), res[k], foot, footprint and k == 0, _LANCZOS3, _LANCZOS3_F32,
+               float(fill), res[k], foot, footprint and k == 0, _LANCZOS3_POLY, _LANCZOS3_POLY_F32,
                float(gains[k]),
                float(offsets[k]))
     return (res[0] if band.ndim == 2 else res), (foot if footprint else None)
@@ -254,32 +254,51 @@ def _shape2(name: str, shape: Any) -> tuple[int, int]:
     return h, w
 
 
-_LUT_N = 4096
+def _lanczos3_poly(degree: int = 9) -> np.ndarray:
+    """The normalised Lanczos-3 weights of taps -2, -1, 0 at offset t in [0, 1) as
+    polynomials in u = 2 t - 1 (taps 3, 2, 1 are the same at -u), split into even and odd
+    parts: row k holds the even part's coefficients in s = u^2 (highest first), then the odd
+    part's (w_k = E(s) + u O(s)). A least-squares fit on Chebyshev nodes: within 1.3e-7 of
+    the formula's weights, 2.3e-7 evaluated in float32 (a 4096-row table, rounding t to
+    the nearest row, was off by up to 1.7e-4), and exact at t = 0 by construction of the
+    kernels (which copy the pixel there). The kernels use it written out,
+    ``_LANCZOS3_POLY``."""
+    from numpy.polynomial import chebyshev
+
+    nodes = np.cos(np.pi * (np.arange(400) + 0.5) / 400)  # u in (-1, 1)
+    t = (nodes + 1.0) / 2.0
+    d = t[:, None] - np.arange(-2, 4, dtype=np.float64)[None, :]
+    w = np.sinc(d) * np.sinc(d / 3.0)
+    w /= w.sum(axis=1, keepdims=True)
+    half = degree // 2
+    out = np.empty((3, 2 * (half + 1)))
+    for k in range(3):
+        c = chebyshev.cheb2poly(chebyshev.chebfit(nodes, w[:, k], degree))  # lowest first
+        out[k, : half + 1] = c[0::2][::-1]
+        out[k, half + 1:] = c[1::2][::-1]
+    return out
 
 
-def _lanczos3_table(n: int = _LUT_N) -> np.ndarray:
-    """Normalised Lanczos-3 weights of the taps -2..3 for offsets t = 0, 1/n, ..., 1.
-
-    Computed with the identities sin(pi (t - k)) = (-1)^k sin(pi t) and the angle difference
-    for sin(pi (t - k) / 3), so each row needs one sine and one cosine.
-    """
-    t = np.arange(n + 1, dtype=np.float64) / n
-    k = np.arange(-2, 4, dtype=np.float64)
-    d = t[:, None] - k[None, :]
-    s1 = np.sin(np.pi * t)[:, None] * np.where(k % 2 == 0, 1.0, -1.0)[None, :]
-    s3 = (np.sin(np.pi * t / 3)[:, None] * np.cos(np.pi * k / 3)[None, :]
-          - np.cos(np.pi * t / 3)[:, None] * np.sin(np.pi * k / 3)[None, :])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where(np.abs(d) < 1e-12, 1.0, 3.0 * s1 * s3 / (np.pi ** 2 * d * d))
-    return w / w.sum(axis=1, keepdims=True)
-
-
-_LANCZOS3 = _lanczos3_table()
-_LANCZOS3_F32 = _LANCZOS3.astype(np.float32)
+# _lanczos3_poly() written out (a fit's last bits may differ with the LAPACK it runs on; the
+# kernel's weights should not): the test holds the two together.
+_LANCZOS3_POLY = np.array([
+    [-9.1369562924889522e-05, 1.2198299751174171e-03, -3.5535945417544254e-03,
+     -2.2031433405917115e-02, 2.4456545718991612e-02, -9.7372199263267699e-05,
+     8.5992529688968308e-04, -7.5471206427529759e-03, 3.8746590555452279e-02,
+     -3.1962038315276234e-02],
+    [-1.3838828481209755e-04, 4.4398734354896501e-04, -7.1265475709878469e-03,
+     1.4269043183265939e-01, -1.3586952308381531e-01, 2.4157471097225247e-04,
+     -2.0371907480368160e-03, 1.6400412732921150e-02, -1.0518404094952735e-01,
+     9.0579280367994036e-02],
+    [2.2975784774798995e-04, -1.6638173186853222e-03, 1.0680142112750680e-02,
+     -1.2065899842674246e-01, 6.1141297736482358e-01, -4.7148496733780712e-04,
+     4.0459882308669015e-03, -2.8390591815368734e-02, 1.9315101191160394e-01,
+     -6.6833499061914348e-01]])
+_LANCZOS3_POLY_F32 = _LANCZOS3_POLY.astype(np.float32)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _weights(t, method, w, lut):  # pragma: no cover - numba
+def _weights(t, method, w, poly):  # pragma: no cover - numba
     """Kernel weights for fractional offset t in [0, 1) into w; returns (ntaps, first)."""
     if method == 0:  # nearest
         w[0] = 1.0
@@ -296,12 +315,53 @@ def _weights(t, method, w, lut):  # pragma: no cover - numba
         w[2] = -1.5 * t3 + 2.0 * t2 + 0.5 * t
         w[3] = 0.5 * t3 - 0.5 * t2
         return 4, -1
-    # Lanczos-3, taps at -2..3: the nearest row of a 4096-row table (offset error below
-    # 1.3e-4 px), much cheaper than the two sines per axis the formula needs
-    q = int(t * (lut.shape[0] - 1) + 0.5)
-    for k in range(6):
-        w[k] = lut[q, k]
+    # Lanczos-3, taps at -2..3: the polynomials of _lanczos3_poly, much cheaper than the
+    # two sines per axis the formula needs
+    _poly6(t, poly, w)
     return 6, -2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _poly6(t, poly, w):  # pragma: no cover - numba
+    """:func:`_poly_weights` for one offset, in the precision of ``poly``."""
+    if t == 0.0:
+        for k in range(6):
+            w[k] = 1.0 if k == 2 else 0.0
+        return
+    u = 2.0 * t - 1.0
+    s = u * u
+    for k in range(3):
+        ev = (((poly[k, 0] * s + poly[k, 1]) * s + poly[k, 2]) * s + poly[k, 3]) * s + poly[k, 4]
+        od = ((((poly[k, 5] * s + poly[k, 6]) * s + poly[k, 7]) * s + poly[k, 8]) * s
+              + poly[k, 9]) * u
+        w[k] = ev + od
+        w[5 - k] = ev - od
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _poly_weights(tx, ty, poly, W, n):  # pragma: no cover - numba
+    """Lanczos-3 weights of the fractional offsets ``tx[:n]``, ``ty[:n]`` into ``W`` rows
+    0-5 (x) and 6-11 (y), by :func:`_lanczos3_poly`'s polynomials, vectorised across the
+    pixels: taps k and 5 - k from one even and one odd polynomial in u (E(u^2) +- u O(u^2)).
+    An offset of exactly 0 gets the exact weights (0, 0, 1, 0, 0, 0): a whole-pixel shift
+    copies the pixels."""
+    for a in range(2):
+        t = tx[:n] if a == 0 else ty[:n]
+        for k in range(3):
+            e0, e1, e2, e3, e4 = poly[k, 0], poly[k, 1], poly[k, 2], poly[k, 3], poly[k, 4]
+            o0, o1, o2, o3, o4 = poly[k, 5], poly[k, 6], poly[k, 7], poly[k, 8], poly[k, 9]
+            lo = W[6 * a + k, :n]
+            hi = W[6 * a + 5 - k, :n]
+            one = np.float32(1.0 if k == 2 else 0.0)
+            for i in range(n):
+                v = t[i]
+                u = np.float32(2.0) * v - np.float32(1.0)
+                s = u * u
+                ev = (((e0 * s + e1) * s + e2) * s + e3) * s + e4
+                od = ((((o0 * s + o1) * s + o2) * s + o3) * s + o4) * u
+                z = v == np.float32(0.0)
+                lo[i] = one if z else ev + od
+                hi[i] = np.float32(0.0) if z else ev - od
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})  # no reassociation: the same bits
@@ -358,42 +418,55 @@ def _lanczos_run(src, by, bx, n, W, i, clamp, gain, offset, out):  # pragma: no 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"})
 def _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, write_foot,
-               lut, lut32, gain, offset, j0, j1):  # pragma: no cover - numba
+               poly, poly32, gain, offset, j0, j1):  # pragma: no cover - numba
     """Output rows ``j0 .. j1 - 1`` (see :func:`warp_window`); each interpolated value is
     written as ``value * gain + offset``.
 
     Lanczos-3 first finds, in each row, the runs of pixels whose source windows lie inside
     the band (and the frame) and advance by exactly one column per pixel in the same rows:
     the common case of a small rotation, where runs are ~1 / sin(angle) pixels long. Those
-    go through :func:`_lanczos_run` (vectorised, single precision); the pixels near the
-    frame's edges and all pixels of a projective transform take the general per-pixel code
-    below. Which path a pixel takes depends only on the frame and the transform, never on
-    the window asked for."""
+    go through :func:`_lanczos_run` (vectorised, single precision, the weights of a row's
+    pixels computed together by :func:`_poly_weights`), affine and projective transforms
+    alike; the pixels near the frame's edges take the general per-pixel code below (the
+    same polynomials, in double precision). Which path a pixel takes depends only on the
+    frame and the transform, never on the window asked for."""
     bh, bw = src.shape
     oh, ow = out.shape
     wx = np.empty(6)
     wy = np.empty(6)
-    nlut = lut.shape[0] - 1
     done = np.zeros(ow, np.bool_)
     rbx = np.empty(ow, np.int64)
     rby = np.empty(ow, np.int64)
-    qxs = np.empty(ow, np.int64)
-    qys = np.empty(ow, np.int64)
+    sxs = np.empty(ow)
+    sys_ = np.empty(ow)
+    txs = np.empty(ow, np.float32)
+    tys = np.empty(ow, np.float32)
     W = np.empty((12, ow), np.float32)
     affine = m[2, 0] == 0.0 and m[2, 1] == 0.0 and m[2, 2] == 1.0
     for j in range(j0, j1):
         Y = oy + j
-        if method == 3 and affine:
+        if method == 3:
             # Where each pixel's window is (branch-free, vectorised) ...
             cx = m[0, 1] * Y + m[0, 2]
             cy = m[1, 1] * Y + m[1, 2]
+            cd = m[2, 1] * Y + m[2, 2]
             lx = 2.0 if write_foot else -0.5  # the window inside the frame for the footprint
             hx = sw - 4.0 if write_foot else sw - 0.5
             hy = sh - 4.0 if write_foot else sh - 0.5
+            if affine:
+                for i in range(ow):
+                    X = ox + i
+                    sxs[i] = m[0, 0] * X + cx
+                    sys_[i] = m[1, 0] * X + cy
+            else:
+                for i in range(ow):
+                    X = ox + i
+                    den = m[2, 0] * X + cd
+                    sxs[i] = (m[0, 0] * X + cx) / den
+                    sys_[i] = (m[1, 0] * X + cy) / den
             for i in range(ow):
-                X = ox + i
-                sx = m[0, 0] * X + cx
-                sy = m[1, 0] * X + cy
+                sx = sxs[i]
+                sy = sys_[i]
                 fx = math.floor(sx)
                 fy = math.floor(sy)
                 bx = int(fx) - x0 - 2
@@ -403,16 +476,10 @@ def _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, w
                            & (bx >= 0) & (by >= 0) & (bx + 6 <= bw) & (by + 6 <= bh))
                 rbx[i] = bx - i
                 rby[i] = by
-                qxs[i] = int((sx - fx) * nlut + 0.5)
-                qys[i] = int((sy - fy) * nlut + 0.5)
-            # ... and its weights, from the table
-            for i in range(ow):
-                if done[i]:
-                    qx = qxs[i]
-                    qy = qys[i]
-                    for k in range(6):
-                        W[k, i] = lut32[qx, k]
-                        W[6 + k, i] = lut32[qy, k]
+                txs[i] = np.float32(sx - fx)
+                tys[i] = np.float32(sy - fy)
+            # ... and its weights, from the polynomials (every pixel: no branch)
+            _poly_weights(txs, tys, poly32, W, ow)
             i = 0
             while i < ow:
                 if not done[i]:
@@ -448,16 +515,15 @@ def _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, w
                 bx = int(fx) - x0 - 2
                 by = int(fy) - y0 - 2
                 if bx >= 0 and by >= 0 and bx + 6 <= bw and by + 6 <= bh:
-                    qx = int((sx - fx) * nlut + 0.5)
-                    qy = int((sy - fy) * nlut + 0.5)
-                    w0, w1, w2 = lut[qx, 0], lut[qx, 1], lut[qx, 2]
-                    w3, w4, w5 = lut[qx, 3], lut[qx, 4], lut[qx, 5]
+                    _poly6(sx - fx, poly, wx)
+                    _poly6(sy - fy, poly, wy)
+                    w0, w1, w2, w3, w4, w5 = wx[0], wx[1], wx[2], wx[3], wx[4], wx[5]
                     acc = 0.0
                     for b in range(6):
                         yy = by + b
-                        acc += lut[qy, b] * (w0 * src[yy, bx] + w1 * src[yy, bx + 1]
-                                             + w2 * src[yy, bx + 2] + w3 * src[yy, bx + 3]
-                                             + w4 * src[yy, bx + 4] + w5 * src[yy, bx + 5])
+                        acc += wy[b] * (w0 * src[yy, bx] + w1 * src[yy, bx + 1]
+                                        + w2 * src[yy, bx + 2] + w3 * src[yy, bx + 3]
+                                        + w4 * src[yy, bx + 4] + w5 * src[yy, bx + 5])
                     if clamp:
                         lo = src[by + 1, bx + 1]
                         for b in range(1, 5):
@@ -473,12 +539,12 @@ def _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, w
                         if fx0 >= 0 and fy0 >= 0 and fx0 + 6 <= sw and fy0 + 6 <= sh:
                             foot[j, i] = 1.0
                         else:
-                            _weights(sx - fx, method, wx, lut)
-                            _weights(sy - fy, method, wy, lut)
+                            _weights(sx - fx, method, wx, poly)
+                            _weights(sy - fy, method, wy, poly)
                             foot[j, i] = _coverage(fx0, fy0, 6, 6, wx, wy, sw, sh)
                     continue
-            nx, kx = _weights(sx - fx, method, wx, lut)
-            ny, ky = _weights(sy - fy, method, wy, lut)
+            nx, kx = _weights(sx - fx, method, wx, poly)
+            ny, ky = _weights(sy - fy, method, wy, poly)
             bx = int(fx) - x0 + kx  # first tap, band coordinates
             by = int(fy) - y0 + ky
             acc = 0.0
@@ -541,16 +607,16 @@ def _coverage(fx0, fy0, nx, ny, wx, wy, sw, sh):  # pragma: no cover - numba
 # the function, so wrappers of the same function would load each other's compiled code.
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"})
 def _warp_serial(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, write_foot,
-                 lut, lut32, gain, offset):  # pragma: no cover - numba
+                 poly, poly32, gain, offset):  # pragma: no cover - numba
     _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, write_foot,
-               lut, lut32, gain, offset, 0, out.shape[0])
+               poly, poly32, gain, offset, 0, out.shape[0])
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _warp_parallel(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot,
-                   write_foot, lut, lut32, gain, offset):  # pragma: no cover - numba
+                   write_foot, poly, poly32, gain, offset):  # pragma: no cover - numba
     oh = out.shape[0]
     nblk = (oh + 15) // 16
     for b in prange(nblk):
         _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot,
-                   write_foot, lut, lut32, gain, offset, 16 * b, min(oh, 16 * b + 16))
+                   write_foot, poly, poly32, gain, offset, 16 * b, min(oh, 16 * b + 16))
