@@ -11,8 +11,8 @@ skips the frames already done.
 from __future__ import annotations
 
 import hashlib
-import math
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any

@@ -188,9 +188,8 @@ def warp_window(
     offsets = np.broadcast_to(np.asarray(offset, np.float64), (len(planes),))
     for k, plane in enumerate(planes):
         kernel(plane, y0, x0, sh, sw, minv, oy, ox, _METHOD_ID[method], bool(clamp),
-               float(fill), res[k], foot, footprint and k == 0, _LANCZOS3_POLY, _LANCZOS3_POLY_F32,
-               float(gains[k]),
-               float(offsets[k]))
+               float(fill), res[k], foot, footprint and k == 0, _LANCZOS3_POLY,
+               _LANCZOS3_POLY_F32, float(gains[k]), float(offsets[k]))
     return (res[0] if band.ndim == 2 else res), (foot if footprint else None)
 
 
