@@ -7,7 +7,8 @@ from deepsky.medians import median
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kind", ["normal", "integers", "tiny", "constant", "heavy tails"])
+@pytest.mark.parametrize("kind", ["normal", "integers", "tiny", "constant", "heavy tails",
+                                  "two clusters", "subnormal", "signed zeros", "two values"])
 @pytest.mark.parametrize("n", [20_000, 20_001, 65_536, 65_537, 200_001])
 def test_median_is_numpys(dtype, kind, n):
     """Odd and even counts, ties (integer values, a constant array), values of both signs
@@ -18,7 +19,14 @@ def test_median_is_numpys(dtype, kind, n):
          "integers": lambda: np.round(rng.normal(0, 3, n)),  # ties, -0.0 and +0.0
          "tiny": lambda: np.abs(rng.normal(0, 1e-3, n)),
          "constant": lambda: np.full(n, -2.5),
-         "heavy tails": lambda: rng.standard_cauchy(n) * 1e5}[kind]().astype(dtype)
+         "heavy tails": lambda: rng.standard_cauchy(n) * 1e5,
+         # the selection narrows the keys' range round by round: ranges of every width
+         "two clusters": lambda: np.where(rng.random(n) < 0.5, rng.normal(0, 1, n),
+                                          rng.normal(1e6, 1, n)),
+         "subnormal": lambda: rng.normal(0, 1e-310, n) if dtype == np.float64
+         else rng.normal(0, 1e-40, n).astype(np.float32),
+         "signed zeros": lambda: np.where(rng.random(n) < 0.5, 0.0, -0.0),
+         "two values": lambda: rng.choice([1.0, 7.0], n)}[kind]().astype(dtype)
     got, want = median(a), np.median(a)
     assert type(got) is type(want)
     assert got == want
