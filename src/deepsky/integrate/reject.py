@@ -513,6 +513,14 @@ def _clip_from(v: np.ndarray, col: int, n: int, tmp: np.ndarray, tmp2: np.ndarra
     return hi - lo, lo, n - hi, lo
 
 
+# The lock step's scratch rows, shared by _winsorized_lockstep and _lockstep_pass: float64
+# ``fl`` (median, sigma, median - shift, the two cuts, the sample count, then the prefix sums
+# at the cuts) and int32 ``it`` (the cuts' positions, the state, the last pass's kind and
+# positions).
+_MED, _SIG, _DMS, _CA, _CB, _MF, _A1, _A2, _B1, _B2, _NFL = range(11)
+_CL, _CE, _ACT, _QUAD, _PAP, _PBP, _NIT = range(7)
+
+
 @nb.njit(**_LEAF)
 def _winsorized_lockstep(vals: np.ndarray, cnt: np.ndarray, ps1: np.ndarray, ps2: np.ndarray,
                          shift: np.ndarray, cw: int, n: int, low: float, high: float,
@@ -532,15 +540,15 @@ def _winsorized_lockstep(vals: np.ndarray, cnt: np.ndarray, ps1: np.ndarray, ps2
     long, from the start).
 
     ``res[:, x]``: (n kept, n low, n high, first kept) of each pixel with 3 samples or
-    more. Scratch: ``fl`` (10, cw) float64, ``it`` (7, cw) int32, ``f32`` (2, cw)
+    more. Scratch: ``fl`` (_NFL, cw) float64, ``it`` (_NIT, cw) int32, ``f32`` (2, cw)
     float32."""
-    med = fl[0]
-    sig = fl[1]
-    dms = fl[2]
-    ca = fl[3]
-    cb = fl[4]
-    m_f = fl[5]
-    act = it[2]
+    med = fl[_MED]
+    sig = fl[_SIG]
+    dms = fl[_DMS]
+    ca = fl[_CA]
+    cb = fl[_CB]
+    m_f = fl[_MF]
+    act = it[_ACT]
     for x in range(cw):
         k = cnt[x]
         ok = np.int32(k >= 3)
@@ -560,7 +568,7 @@ def _winsorized_lockstep(vals: np.ndarray, cnt: np.ndarray, ps1: np.ndarray, ps2
         med[x] = md
         dms[x] = md - shift[x]
         m_f[x] = mf
-    it[3, :cw] = 0  # quad: no pass made yet
+    it[_QUAD, :cw] = 0  # no pass made yet
     remaining = 0
     for x in range(cw):
         remaining += act[x]
@@ -576,17 +584,17 @@ def _winsorized_lockstep(vals: np.ndarray, cnt: np.ndarray, ps1: np.ndarray, ps2
             c = 1.5 * sig[x]
             ca[x] = med[x] - c
             cb[x] = med[x] + c
-        _count_cuts(vals, n, cw, ca, cb, f32, it[0], it[1])
+        _count_cuts(vals, n, cw, ca, cb, f32, it[_CL], it[_CE])
         remaining = _lockstep_pass(ps1, ps2, cw, cnt, fl, it, r == 19)
     # The first round's cuts at low and high sigma: the pixels they clip, those whose passes
     # ran long and those with non-finite samples go on in _clip_from.
     for x in range(cw):
         ca[x] = med[x] - low * sig[x]
         cb[x] = med[x] + high * sig[x]
-    _count_cuts(vals, n, cw, ca, cb, f32, it[0], it[1])
-    cl = it[0]
-    ce = it[1]
-    need = it[3]  # (the passes' quad row, no longer needed)
+    _count_cuts(vals, n, cw, ca, cb, f32, it[_CL], it[_CE])
+    cl = it[_CL]
+    ce = it[_CE]
+    need = it[_QUAD]  # (no longer needed by the passes)
     anyneed = 0
     for x in range(cw):
         k = cnt[x]
@@ -628,24 +636,24 @@ def _lockstep_pass(ps1: np.ndarray, ps2: np.ndarray, cw: int, cnt: np.ndarray,
                    fl: np.ndarray, it: np.ndarray, last: bool) -> int:
     """One winsorizing pass of every active pixel of :func:`_winsorized_lockstep` (whose
     scratch rows ``fl`` and ``it`` carry the state), the cuts' positions counted in
-    ``it[0]``, ``it[1]``: the prefix sums at the cuts gathered, then the pass itself,
+    rows ``_CL``, ``_CE`` of ``it``: the prefix sums at the cuts gathered, then the pass itself,
     written without a branch (flags as 0/1 integers) so that both loops vectorise.
     Returns the pixels still active."""
-    sig = fl[1]
-    dms = fl[2]
-    ca = fl[3]
-    cb = fl[4]
-    m_f = fl[5]
-    a1 = fl[6]
-    a2 = fl[7]
-    b1 = fl[8]
-    b2 = fl[9]
-    cl = it[0]
-    ce = it[1]
-    act = it[2]  # 1 winsorizing, 0 done, 2 non-finite samples (the walks' own answer)
-    quad = it[3]  # the last pass was the quadratic's fixed point
-    pap = it[4]
-    pbp = it[5]
+    sig = fl[_SIG]
+    dms = fl[_DMS]
+    ca = fl[_CA]
+    cb = fl[_CB]
+    m_f = fl[_MF]
+    a1 = fl[_A1]
+    a2 = fl[_A2]
+    b1 = fl[_B1]
+    b2 = fl[_B2]
+    cl = it[_CL]
+    ce = it[_CE]
+    act = it[_ACT]  # 1 winsorizing, 0 done, 2 non-finite samples (the walks' own answer)
+    quad = it[_QUAD]  # the last pass was the quadratic's fixed point
+    pap = it[_PAP]
+    pbp = it[_PBP]
     for x in range(cw):
         hi = cnt[x]
         pa = min(cl[x], hi)
@@ -994,8 +1002,8 @@ def _combine_sorted(block: np.ndarray, weights: np.ndarray, uniform: bool, metho
     lov = np.empty(chunk, np.float32)
     hiv = np.empty(chunk, np.float32)
     sums = np.empty((3, chunk), np.float64)
-    fl = np.empty((10, chunk), np.float64)
-    it = np.empty((7, chunk), np.int32)
+    fl = np.empty((_NFL, chunk), np.float64)
+    it = np.empty((_NIT, chunk), np.int32)
     f32 = np.empty((2, chunk), np.float32)
     npairs = pairs.shape[0]
     inf = np.float32(np.inf)
