@@ -433,9 +433,10 @@ def _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, w
     oh, ow = out.shape
     wx = np.empty(6)
     wy = np.empty(6)
-    done = np.zeros(ow, np.bool_)
-    rbx = np.empty(ow, np.int64)
-    rby = np.empty(ow, np.int64)
+    # A pixel of a run: its window's first row and first column less its own index,
+    # packed as ((column - i + ow) << 32) | row (equal keys: the same run); -1 otherwise
+    key = np.empty(ow, np.int64)
+    rest = np.empty(ow, np.int64)  # the pixels left to the per-pixel code
     sxs = np.empty(ow)
     sys_ = np.empty(ow)
     txs = np.empty(ow, np.float32)
@@ -470,33 +471,39 @@ def _warp_rows(src, y0, x0, sh, sw, m, oy, ox, method, clamp, fill, out, foot, w
                 fy = math.floor(sy)
                 bx = int(fx) - x0 - 2
                 by = int(fy) - y0 - 2
-                done[i] = ((sx >= -0.5) & (sx < sw - 0.5) & (sy >= -0.5) & (sy < sh - 0.5)
-                           & (fx >= lx) & (fy >= lx) & (fx <= hx) & (fy <= hy)
-                           & (bx >= 0) & (by >= 0) & (bx + 6 <= bw) & (by + 6 <= bh))
-                rbx[i] = bx - i
-                rby[i] = by
+                ok = ((sx >= -0.5) & (sx < sw - 0.5) & (sy >= -0.5) & (sy < sh - 0.5)
+                      & (fx >= lx) & (fy >= lx) & (fx <= hx) & (fy <= hy)
+                      & (bx >= 0) & (by >= 0) & (bx + 6 <= bw) & (by + 6 <= bh))
+                key[i] = (((bx - i + ow) << 32) | by) if ok else -1
                 txs[i] = np.float32(sx - fx)
                 tys[i] = np.float32(sy - fy)
             # ... and its weights, from the polynomials (every pixel: no branch)
             _poly_weights(txs, tys, poly32, W, ow)
+            # the runs (one key compared per pixel), and the list of the others
+            nrest = 0
             i = 0
             while i < ow:
-                if not done[i]:
+                kk = key[i]
+                if kk < 0:
+                    rest[nrest] = i
+                    nrest += 1
                     i += 1
                     continue
                 k = i + 1
-                while k < ow and done[k] and rbx[k] == rbx[i] and rby[k] == rby[i]:
+                while k < ow and key[k] == kk:
                     k += 1
-                _lanczos_run(src, rby[i], rbx[i] + i, k - i, W, i, clamp, gain, offset,
-                             out[j])
+                _lanczos_run(src, kk & 0xFFFFFFFF, (kk >> 32) - ow + i, k - i, W, i, clamp,
+                             gain, offset, out[j])
                 if write_foot:
                     for t in range(i, k):
                         foot[j, t] = 1.0
                 i = k
-        for i in range(ow):
-            if done[i]:
-                done[i] = False
-                continue
+        else:
+            nrest = ow
+            for i in range(ow):
+                rest[i] = i
+        for q in range(nrest):
+            i = rest[q]
             X = ox + i
             den = m[2, 0] * X + m[2, 1] * Y + m[2, 2]
             sx = (m[0, 0] * X + m[0, 1] * Y + m[0, 2]) / den
