@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepsky.register import match_stars, refine_match
+from deepsky.register import match, match_stars, refine_match
 from deepsky.types import Transform
 from test_detect_synthetic import grid_error
 
@@ -101,3 +102,54 @@ def test_refine_from_a_rough_transform():
     m = refine_match(frame, ref, rough, model="affine", tolerance=3.0)
     assert m.ok and m.n_matches > 0.9 * len(frame)
     assert grid_error(m.transform, t, SHAPE).max() < 0.02
+
+
+def _pairs_by_kdtree(pred, inside, dst, tol):
+    """The pairing as the k-d tree gives it: each predicted star inside to its nearest
+    reference star closer than ``tol``, then one frame star per reference star (the
+    closest; the lower frame index on a tie), ordered by reference index."""
+    from scipy.spatial import cKDTree
+
+    si = np.flatnonzero(inside)
+    d, di = cKDTree(dst).query(pred[si], distance_upper_bound=tol)
+    ok = np.isfinite(d)
+    si, di, d = si[ok], di[ok], d[ok]
+    order = np.argsort(d, kind="stable")
+    _, first = np.unique(di[order], return_index=True)
+    keep = order[first]
+    return si[keep], di[keep]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_grid_pairing_equals_the_kdtree_pairing(seed):
+    """The compiled refinement's pairing (stars bucketed in cells) pairs exactly as a k-d
+    tree query does: crowded and sparse fields, tolerances above and below the cell size,
+    predictions beyond the reference's extent, close pairs of reference stars (an exact tie
+    of distances is left out: which of two stars at one position a k-d tree returns is
+    not specified)."""
+    rng = np.random.default_rng(seed)
+    n_ref = int(rng.integers(3, 3000))
+    dst = rng.uniform(0, rng.uniform(50, 4000), (n_ref, 2))
+    k = n_ref // 20
+    dst[:k] = dst[k: 2 * k] + rng.normal(0, 0.05, (k, 2))  # close pairs
+    n = int(rng.integers(1, 3000))
+    pred = np.concatenate([dst[rng.integers(0, n_ref, n // 2)] + rng.normal(0, 1.5, (n // 2, 2)),
+                           rng.uniform(-100, 4100, (n - n // 2, 2))])
+    inside = rng.random(n) < 0.9
+    cell, g = match._grid_of(dst)
+    for tol in (0.75, 2.0, 3.0 * cell, 6.0):
+        si, di = match._fit._pairs(pred, inside, dst, g, cell, tol)
+        ksi, kdi = _pairs_by_kdtree(pred, inside, dst, tol)
+        assert np.array_equal(di, kdi) and np.array_equal(si, ksi), (seed, tol)
+
+
+def test_refinement_recovers_the_model_the_data_have():
+    """Refinement on thousands of pairs: an affine field (refraction) is fitted as affine,
+    a rotation as a similarity, each to the truth's precision."""
+    aff = Transform(np.array([[1.0004, 0.0003, 12.0], [-0.0002, 0.9997, -7.0], [0, 0, 1]]))
+    sim = Transform.similarity(angle_deg=0.7, dx=12.0, dy=-7.0)
+    for t, want in ((aff, "affine"), (sim, "similarity")):
+        frame, ref = _scene(11, 2500, t, noise=0.03, jitter=0.0)
+        m = refine_match(frame, ref, Transform.translation(12.5, -6.5), model="affine")
+        assert m.ok and m.model == want
+        assert grid_error(m.transform, t, SHAPE).max() < 0.01

@@ -123,3 +123,24 @@ def test_errors_name_the_problem():
     with pytest.raises(RegistrationError, match="not on one line"):
         line = np.column_stack([np.arange(5.0), np.arange(5.0)])
         fit_transform(line, line, "affine")
+
+
+def test_the_model_choice_f_test_is_the_f_distribution():
+    """The F-test's survival function (closed form for the 2 parameters each model adds)
+    is scipy's F distribution; and a fit with a zero weight leaves that point out."""
+    from scipy.special import fdtrc
+
+    from deepsky.register import _fit
+
+    for dof in (1, 2, 5, 17, 100, 2999):
+        for stat in (1e-6, 0.3, 1.0, 4.0, 9.21, 50.0, 400.0):
+            assert _fit.f2_survival(dof, stat) == pytest.approx(fdtrc(2, dof, stat), rel=1e-9)
+    src = _points(5, 30)
+    t = Transform.similarity(angle_deg=3, dx=4, dy=-2)
+    dst = t.apply(src)
+    dst[0] += 100.0
+    w = np.ones(30)
+    w[0] = 0.0
+    for model in ("similarity", "affine", "homography"):
+        fit = fit_transform(src, dst, model, weights=w)
+        assert np.allclose(fit.apply(src[1:]), dst[1:], atol=1e-6)

@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from deepsky.errors import ConfigError, RegistrationError
-from deepsky.register.transform import MODELS, fit_model, fit_transform, simplest_model
+from deepsky.errors import ConfigError
+from deepsky.register import _fit
+from deepsky.register.transform import MODELS
 from deepsky.types import Transform
 
 __all__ = ["Match", "match_stars", "refine_match"]
@@ -227,96 +228,33 @@ def refine_match(
     dst = _as_xy(dst_xy, "dst_xy")
     s_sig = _as_sigma(src_sigma, len(src), "src_sigma")
     d_sig = _as_sigma(dst_sigma, len(dst), "dst_sigma")
+    if model not in MODELS:
+        raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
     if len(src) == 0 or len(dst) == 0:
         return Match(initial, ok=False, reason="no stars to pair")
-    tree = _tree_of(dst)
-    t = initial
-    tol = float(tolerance)
-    pairs: tuple[np.ndarray, np.ndarray] | None = None
-    used_model = "shift"
-    rms = float("nan")
-    lo, hi = dst.min(axis=0) - tol, dst.max(axis=0) + tol
-    for _ in range(max_iter):
-        pred = t.apply(src)
-        inside = np.all((pred >= lo) & (pred <= hi), axis=1)
-        si = np.flatnonzero(inside)
-        if len(si) == 0:
-            break
-        dist, di = tree.query(pred[si], distance_upper_bound=tol)
-        ok = np.isfinite(dist)
-        si, di, dist = si[ok], di[ok], dist[ok]
-        # one-to-one: a reference star keeps its closest frame star
-        order = np.argsort(dist, kind="stable")
-        _, first = np.unique(di[order], return_index=True)
-        keep = order[first]
-        si, di = si[keep], di[keep]
-        if len(si) < 2:
-            break
-        sig2 = s_sig[si] ** 2 + d_sig[di] ** 2
-        try:
-            # the model is chosen on the first pairs and again on the final ones
-            t_new, used_model, si, di, sig2 = _fit_clipped(
-                src, dst, si, di, sig2, model, None if pairs is None else used_model,
-                clip=clip, alpha=alpha, min_pairs=min_pairs)
-        except RegistrationError:
-            break
-        r = t_new.apply(src[si]) - dst[di]
-        rms = float(np.sqrt(np.mean(np.sum(r * r, axis=1))))
-        same = pairs is not None and len(pairs[0]) == len(si) and np.array_equal(
-            np.sort(pairs[0]), np.sort(si))
-        t, pairs = t_new, (si, di)
-        tol = float(np.clip(5.0 * rms, 0.75, tolerance))
-        if same:
-            break
-    if pairs is not None and len(pairs[0]) >= 2:
-        si, di = pairs
-        sig2 = s_sig[si] ** 2 + d_sig[di] ** 2
-        try:
-            t, used_model, si, di, _ = _fit_clipped(src, dst, si, di, sig2, model, None,
-                                                    clip=clip, alpha=alpha,
-                                                    min_pairs=min_pairs)
-            r = t.apply(src[si]) - dst[di]
-            rms = float(np.sqrt(np.mean(np.sum(r * r, axis=1))))
-            pairs = (si, di)
-        except RegistrationError:
-            pass
-    if pairs is None:
+    cell, g = _grid_of(dst)
+    m, used, si, di, rms, found = _fit.refine(
+        src, dst, g, cell, s_sig, d_sig, initial.matrix, MODELS.index(model),
+        _needs(min_pairs), float(tolerance), float(clip), int(max_iter), float(alpha))
+    if not found:
         return Match(initial, ok=False, reason="no star pairs within the tolerance")
-    order = np.argsort(pairs[0], kind="stable")
-    return Match(t, pairs[0][order].astype(np.int64), pairs[1][order].astype(np.int64),
-                 used_model, rms, ok=len(pairs[0]) >= 3,
-                 reason="" if len(pairs[0]) >= 3 else "fewer than 3 star pairs")
+    order = np.argsort(si, kind="stable")
+    return Match(Transform(m), si[order].astype(np.int64), di[order].astype(np.int64),
+                 MODELS[used], float(rms), ok=len(si) >= 3,
+                 reason="" if len(si) >= 3 else "fewer than 3 star pairs")
+
+
+def _needs(min_pairs: dict[str, int] | None) -> np.ndarray:
+    """The fewest pairs of each model (:func:`simplest_model`'s), by model code."""
+    need = {"shift": 1, "similarity": 2, "affine": 8, "homography": 16}
+    if min_pairs:
+        need.update(min_pairs)
+    return np.array([need[m] for m in MODELS], np.int64)
 
 
 # ----------------------------------------------------------------------------------------------
 # internals
 # ----------------------------------------------------------------------------------------------
-def _fit_clipped(src, dst, si, di, sig2, model, fixed_model, *, clip, alpha, min_pairs):
-    """Weighted fit of the pairs with sigma clipping on normalised residuals.
-
-    With ``fixed_model`` None the model is chosen (:func:`fit_model`), otherwise that model
-    is fitted. Returns ``(transform, model, si, di, sig2)`` of the kept pairs.
-    """
-    def fit(si, di, sig2):
-        if fixed_model is None:
-            return fit_model(src[si], dst[di], model, weights=1.0 / sig2, alpha=alpha,
-                             min_pairs=min_pairs)
-        use = simplest_model(fixed_model, len(si), min_pairs=min_pairs)
-        return fit_transform(src[si], dst[di], use, weights=1.0 / sig2), use
-
-    t, used = fit(si, di, sig2)
-    for _ in range(3):
-        r = t.apply(src[si]) - dst[di]
-        rn = np.hypot(r[:, 0], r[:, 1]) / np.sqrt(sig2)
-        s = np.median(rn) / 1.1774 if len(rn) else 0.0  # Rayleigh(s) median
-        bad = rn > clip * max(s, 1e-12)
-        if not bad.any() or (len(si) - bad.sum()) < max(3, len(si) // 2):
-            break
-        si, di, sig2 = si[~bad], di[~bad], sig2[~bad]
-        t, used = fit(si, di, sig2)
-    return t, used, si, di, sig2
-
-
 def _replace(m: Match, **changes: Any) -> Match:
     import dataclasses
 
@@ -419,6 +357,20 @@ def _reference_triangles(xy: np.ndarray, all_triangles: bool) -> _Triangles:
 
 def _tree_of(xy: np.ndarray) -> cKDTree:
     return _cached_tree(np.ascontiguousarray(xy, np.float64).tobytes())
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_grid(key: bytes) -> tuple[float, tuple[Any, ...]]:
+    xy = np.frombuffer(key, np.float64).reshape(-1, 2).copy()
+    # cells of about one star each: a query looks at the 3 x 3 cells around it
+    cell = max(1.0, math.sqrt(_area(xy) / len(xy)))
+    return cell, _fit.grid(xy, cell)
+
+
+def _grid_of(xy: np.ndarray) -> tuple[float, tuple[Any, ...]]:
+    """The reference stars bucketed for :func:`refine_match`'s nearest-star pairing (built
+    once per reference, as :func:`_tree_of`)."""
+    return _cached_grid(np.ascontiguousarray(xy, np.float64).tobytes())
 
 
 def _candidates(ts: _Triangles, td: _Triangles, eps: float) -> np.ndarray:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from deepsky.errors import ConfigError, RegistrationError
+from deepsky.register import _fit
 from deepsky.types import Transform
 
 __all__ = ["MODELS", "MIN_POINTS", "N_PARAMS", "fit_transform", "fit_model", "residuals",
@@ -85,34 +86,35 @@ def fit_transform(
     >>> bool(np.allclose(fit.matrix, t.matrix))
     True
     """
+    src, dst, w = _checked(src_xy, dst_xy, weights, model)
+    m, status = _fit.fit(MODELS.index(model), src, dst, w,
+                         -1 if mirror is None else int(bool(mirror)), bool(refine))
+    if status != _fit.OK:
+        raise RegistrationError(_DEGENERATE[model])
+    return Transform(m)
+
+
+def _checked(src_xy: Any, dst_xy: Any, weights: Any, model: str
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points and weights as contiguous float64 arrays, or the error that says what is
+    wrong with them (for a fit of ``model``)."""
     if model not in MODELS:
         raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
-    src = np.asarray(src_xy, dtype=np.float64).reshape(-1, 2)
-    dst = np.asarray(dst_xy, dtype=np.float64).reshape(-1, 2)
+    src = np.ascontiguousarray(np.asarray(src_xy, dtype=np.float64).reshape(-1, 2))
+    dst = np.ascontiguousarray(np.asarray(dst_xy, dtype=np.float64).reshape(-1, 2))
     if len(src) != len(dst):
         raise RegistrationError(f"fit_transform needs as many source as destination points, "
                                 f"got {len(src)} and {len(dst)}")
     w = np.ones(len(src)) if weights is None else np.asarray(weights, np.float64).reshape(-1)
     if len(w) != len(src) or np.any(~np.isfinite(w)) or np.any(w < 0):
         raise RegistrationError(f"weights must be {len(src)} finite non-negative numbers")
-    use = w > 0
     if not (np.isfinite(src).all() and np.isfinite(dst).all()):
         raise RegistrationError("fit_transform got non-finite coordinates")
-    if use.sum() < MIN_POINTS[model]:
+    n = int(np.count_nonzero(w))
+    if n < MIN_POINTS[model]:
         raise RegistrationError(f"a {model} fit needs at least {MIN_POINTS[model]} point "
-                                f"pairs, got {int(use.sum())}")
-    src, dst, w = src[use], dst[use], w[use]
-    if model == "shift":
-        d = np.average(dst - src, axis=0, weights=w)
-        return Transform.translation(float(d[0]), float(d[1]))
-    if model == "similarity":
-        return _similarity(src, dst, w, mirror)
-    if model == "affine":
-        return _affine(src, dst, w)
-    h = _homography_dlt(src, dst, w)
-    if refine and len(src) > 4:
-        h = _homography_refine(src, dst, w, h)
-    return Transform(h)
+                                f"pairs, got {n}")
+    return src, dst, np.ascontiguousarray(w)
 
 
 def residuals(transform: Transform, src_xy: Any, dst_xy: Any) -> np.ndarray:
@@ -162,153 +164,21 @@ def fit_model(
     (Transform, str)
         The transform and the name of the model chosen.
     """
-    from scipy.special import fdtrc  # the F distribution's survival function (scipy.stats.f.sf
-    # without importing scipy.stats, which costs a third of a second)
-
-    src = np.asarray(src_xy, dtype=np.float64).reshape(-1, 2)
-    dst = np.asarray(dst_xy, dtype=np.float64).reshape(-1, 2)
-    w = np.ones(len(src)) if weights is None else np.asarray(weights, np.float64).reshape(-1)
-    top = simplest_model(model, len(src), min_pairs=min_pairs)
-    chain = [m for m in MODELS[: MODELS.index(top) + 1] if m != "shift"] or ["shift"]
-    if top != "shift" and len(chain) > 1:
-        chain = chain[chain.index("similarity"):]
-    best_t = fit_transform(src, dst, chain[0], weights=w)
-    best_m = chain[0]
-    chi_best = _chi2(best_t, src, dst, w)
-    dof_pts = 2 * len(src)
-    for m in chain[1:]:
-        t = fit_transform(src, dst, m, weights=w)
-        chi = _chi2(t, src, dst, w)
-        extra = N_PARAMS[m] - N_PARAMS[best_m]
-        dof = dof_pts - N_PARAMS[m]
-        if dof <= 0 or chi <= 0:
-            break
-        stat = ((chi_best - chi) / extra) / (chi / dof)
-        if stat > 0 and fdtrc(extra, dof, stat) < alpha:
-            best_t, best_m, chi_best = t, m, chi
-        else:
-            break
-    return best_t, best_m
+    if model not in MODELS:
+        raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    n = len(np.asarray(src_xy, dtype=np.float64).reshape(-1, 2))
+    top = simplest_model(model, n, min_pairs=min_pairs)
+    src, dst, w = _checked(src_xy, dst_xy, weights, "shift" if top == "shift" else "similarity")
+    m, code, status = _fit.fit_model(src, dst, w, MODELS.index(top), float(alpha))
+    if status != _fit.OK:
+        raise RegistrationError(_DEGENERATE[MODELS[code]])
+    return Transform(m), MODELS[code]
 
 
-def _chi2(t: Transform, src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> float:
-    r = t.apply(src) - dst
-    return float(np.sum(w * np.sum(r * r, axis=1)))
-
-
-# ----------------------------------------------------------------------------------------------
-def _normaliser(pts: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Hartley normalisation: centroid to the origin, mean distance sqrt(2)."""
-    c = np.average(pts, axis=0, weights=w)
-    d = np.average(np.hypot(*(pts - c).T), weights=w)
-    s = np.sqrt(2.0) / d if d > 0 else 1.0
-    return np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1.0]])
-
-
-def _similarity(src: np.ndarray, dst: np.ndarray, w: np.ndarray, mirror: bool | None
-                ) -> Transform:
-    """Weighted least-squares similarity (Umeyama) in complex form: z' = a z + b or
-    z' = a conj(z) + b for the mirrored one."""
-    ws = w / w.sum()
-    zs = src[:, 0] + 1j * src[:, 1]
-    zd = dst[:, 0] + 1j * dst[:, 1]
-    ms, md = np.sum(ws * zs), np.sum(ws * zd)
-    cs, cd = zs - ms, zd - md
-    var = np.sum(ws * np.abs(cs) ** 2)
-    if var <= 0:
-        raise RegistrationError("a similarity fit needs at least 2 distinct points")
-    best = None
-    for flip in ((False, True) if mirror is None else (bool(mirror),)):
-        u = np.conj(cs) if flip else cs
-        a = np.sum(ws * cd * np.conj(u)) / var
-        b = md - a * (np.conj(ms) if flip else ms)
-        err = np.sum(ws * np.abs(a * u + a * (np.conj(ms) if flip else ms) + b - zd) ** 2)
-        if best is None or err < best[0]:
-            best = (err, flip, a, b)
-    _, flip, a, b = best
-    ar, ai = a.real, a.imag
-    if flip:  # x' = ar x + ai y + bx ; y' = ai x - ar y + by
-        m = np.array([[ar, ai, b.real], [ai, -ar, b.imag], [0, 0, 1.0]])
-    else:
-        m = np.array([[ar, -ai, b.real], [ai, ar, b.imag], [0, 0, 1.0]])
-    return Transform(m)
-
-
-def _affine(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> Transform:
-    ts, td = _normaliser(src, w), _normaliser(dst, w)
-    s = src @ ts[:2, :2].T + ts[:2, 2]
-    d = dst @ td[:2, :2].T + td[:2, 2]
-    a = np.column_stack([s, np.ones(len(s))]) * np.sqrt(w)[:, None]
-    b = d * np.sqrt(w)[:, None]
-    sol, _, rank, _ = np.linalg.lstsq(a, b, rcond=None)
-    if rank < 3:
-        raise RegistrationError("an affine fit needs 3 points not on one line")
-    m = np.eye(3)
-    m[:2, :] = sol.T
-    return Transform(np.linalg.inv(td) @ m @ ts)
-
-
-def _homography_dlt(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> np.ndarray:
-    ts, td = _normaliser(src, w), _normaliser(dst, w)
-    s = src @ ts[:2, :2].T + ts[:2, 2]
-    d = dst @ td[:2, :2].T + td[:2, 2]
-    n = len(s)
-    x, y, u, v = s[:, 0], s[:, 1], d[:, 0], d[:, 1]
-    z, o = np.zeros(n), np.ones(n)
-    rows = np.empty((2 * n, 9))
-    rows[0::2] = np.column_stack([-x, -y, -o, z, z, z, u * x, u * y, u])
-    rows[1::2] = np.column_stack([z, z, z, -x, -y, -o, v * x, v * y, v])
-    rows *= np.repeat(np.sqrt(w), 2)[:, None]
-    _, sv, vt = np.linalg.svd(rows, full_matrices=False)
-    if len(sv) >= 9 and sv[-2] <= 1e-12 * sv[0]:
-        raise RegistrationError("a homography fit needs 4 points with no 3 on one line")
-    h = vt[-1].reshape(3, 3)
-    h = np.linalg.inv(td) @ h @ ts
-    if abs(h[2, 2]) < 1e-300:
-        raise RegistrationError("degenerate homography (points on a line?)")
-    return h / h[2, 2]
-
-
-def _homography_refine(src: np.ndarray, dst: np.ndarray, w: np.ndarray, h: np.ndarray,
-                       iterations: int = 10) -> np.ndarray:
-    """Gauss-Newton on the weighted reprojection error, in normalised coordinates."""
-    ts, td = _normaliser(src, w), _normaliser(dst, w)
-    s = src @ ts[:2, :2].T + ts[:2, 2]
-    d = dst @ td[:2, :2].T + td[:2, 2]
-    hn = td @ h @ np.linalg.inv(ts)
-    hn = hn / hn[2, 2]
-    p = hn.ravel()[:8].copy()
-    sw = np.sqrt(w)
-
-    def project(p):
-        den = p[6] * s[:, 0] + p[7] * s[:, 1] + 1.0
-        u = (p[0] * s[:, 0] + p[1] * s[:, 1] + p[2]) / den
-        v = (p[3] * s[:, 0] + p[4] * s[:, 1] + p[5]) / den
-        return u, v, den
-
-    u, v, den = project(p)
-    cost = np.sum(w * ((u - d[:, 0]) ** 2 + (v - d[:, 1]) ** 2))
-    for _ in range(iterations):
-        x, y = s[:, 0], s[:, 1]
-        jr = np.zeros((len(s), 2, 8))
-        jr[:, 0, 0], jr[:, 0, 1], jr[:, 0, 2] = x / den, y / den, 1.0 / den
-        jr[:, 1, 3], jr[:, 1, 4], jr[:, 1, 5] = x / den, y / den, 1.0 / den
-        jr[:, 0, 6], jr[:, 0, 7] = -u * x / den, -u * y / den
-        jr[:, 1, 6], jr[:, 1, 7] = -v * x / den, -v * y / den
-        r = np.stack([d[:, 0] - u, d[:, 1] - v], axis=1)
-        jw = (jr * sw[:, None, None]).reshape(-1, 8)
-        rw = (r * sw[:, None]).reshape(-1)
-        step, *_ = np.linalg.lstsq(jw, rw, rcond=None)
-        pn = p + step
-        un, vn, dn = project(pn)
-        new = np.sum(w * ((un - d[:, 0]) ** 2 + (vn - d[:, 1]) ** 2))
-        if not np.isfinite(new) or new > cost:
-            break
-        p, u, v, den = pn, un, vn, dn
-        done = cost - new <= 1e-12 * max(cost, 1e-300)
-        cost = new
-        if done:
-            break
-    hn = np.append(p, 1.0).reshape(3, 3)
-    h = np.linalg.inv(td) @ hn @ ts
-    return h / h[2, 2]
+# Why a fit with enough points failed (all points on a line, or coincident).
+_DEGENERATE = {
+    "shift": "a shift fit needs at least 1 point pair",
+    "similarity": "a similarity fit needs at least 2 distinct points",
+    "affine": "an affine fit needs 3 points not on one line",
+    "homography": "a homography fit needs 4 points with no 3 on one line",
+}
