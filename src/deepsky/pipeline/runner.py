@@ -277,7 +277,8 @@ def warm_up(cfg: Config, masters_begun: threading.Event | None = None) -> None:
     """Load the numba kernels a run will call (from numba's on-disk cache), with the
     argument types the run gives them: the rejection's at once (the first master needs
     them), then -- once the masters stage has begun, ``masters_begun`` -- the later stages'
-    modules and star detection's (on a small synthetic frame) and the warping's kernels.
+    modules and star detection's (on a small synthetic frame), the registration's and the
+    warping's kernels.
 
     The wait matters on few cores: importing those modules (scipy's ndimage and spatial,
     ~0.5 s) holds the GIL, and done while the folder is read it took turns with the
@@ -305,6 +306,7 @@ def _warm(cfg: Config) -> tuple[int, float]:
     from deepsky.detect.stars import detect_frame
     from deepsky.integrate.trails import _refine
     from deepsky.medians import median
+    from deepsky.register.match import refine_match
     from deepsky.register.warp import warp_window
     from deepsky.types import Transform
 
@@ -323,6 +325,8 @@ def _warm(cfg: Config) -> tuple[int, float]:
     mask = np.zeros(img.shape, bool)
     mask[64, 64] = True
     cosmetic.DefectMap(mask, None).apply(img)
+    xy = rng.uniform(0.0, 128.0, (12, 2))  # the registration's refinement
+    refine_match(xy + 0.3, xy, Transform.translation(-0.3, -0.3), model=cfg.registration.model)
     line = np.zeros((32, 32), np.float32)
     line[16, :] = 5.0  # the trail search's candidate refinement, on the row y = 16
     _refine(line, np.pi / 2, 16.0, min_length=8.0)
