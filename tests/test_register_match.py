@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.spatial import cKDTree
 
 from deepsky.register import match, match_stars, refine_match
 from deepsky.types import Transform
@@ -108,8 +109,6 @@ def _pairs_by_kdtree(pred, inside, dst, tol):
     """The pairing as the k-d tree gives it: each predicted star inside to its nearest
     reference star closer than ``tol``, then one frame star per reference star (the
     closest; the lower frame index on a tie), ordered by reference index."""
-    from scipy.spatial import cKDTree
-
     si = np.flatnonzero(inside)
     d, di = cKDTree(dst).query(pred[si], distance_upper_bound=tol)
     ok = np.isfinite(d)
@@ -122,8 +121,8 @@ def _pairs_by_kdtree(pred, inside, dst, tol):
 
 @pytest.mark.parametrize("seed", range(12))
 def test_grid_pairing_equals_the_kdtree_pairing(seed):
-    """The compiled refinement's pairing (stars bucketed in cells) pairs exactly as a k-d
-    tree query does: crowded and sparse fields, tolerances above and below the cell size,
+    """The compiled refinement's pairing and the hypotheses' scoring (stars bucketed in
+    cells) find exactly the neighbours a k-d tree query does: crowded and sparse fields, tolerances above and below the cell size,
     predictions beyond the reference's extent, close pairs of reference stars (an exact tie
     of distances is left out: which of two stars at one position a k-d tree returns is
     not specified)."""
@@ -137,10 +136,20 @@ def test_grid_pairing_equals_the_kdtree_pairing(seed):
                            rng.uniform(-100, 4100, (n - n // 2, 2))])
     inside = rng.random(n) < 0.9
     cell, g = match._grid_of(dst)
+    a = np.exp(1j * rng.uniform(-np.pi, np.pi)) * rng.uniform(0.98, 1.02)
     for tol in (0.75, 2.0, 3.0 * cell, 6.0):
-        si, di = match._fit._pairs(pred, inside, dst, g, cell, tol)
+        si, di = match._kernels._pairs(pred, inside, dst, g, cell, tol)
         ksi, kdi = _pairs_by_kdtree(pred, inside, dst, tol)
         assert np.array_equal(di, kdi) and np.array_equal(si, ksi), (seed, tol)
+        # the hypotheses' score: frame stars landing within tol of a reference star
+        for flip in (False, True):
+            z = pred[:, 0] + 1j * pred[:, 1]
+            moved = a * (np.conj(z) if flip else z) + (3.0 - 2.0j)
+            d, _ = cKDTree(dst).query(np.column_stack([moved.real, moved.imag]),
+                                      distance_upper_bound=tol)
+            reach = int(np.ceil(tol / cell))
+            assert match._kernels._count_near(a.real, a.imag, 3.0, -2.0, flip, pred, dst, g,
+                                              cell, reach, tol * tol) == np.isfinite(d).sum()
 
 
 def test_refinement_recovers_the_model_the_data_have():

@@ -130,11 +130,11 @@ def test_the_model_choice_f_test_is_the_f_distribution():
     is scipy's F distribution; and a fit with a zero weight leaves that point out."""
     from scipy.special import fdtrc
 
-    from deepsky.register import _fit
+    from deepsky.register import _kernels
 
     for dof in (1, 2, 5, 17, 100, 2999):
         for stat in (1e-6, 0.3, 1.0, 4.0, 9.21, 50.0, 400.0):
-            assert _fit.f2_survival(dof, stat) == pytest.approx(fdtrc(2, dof, stat), rel=1e-9)
+            assert _kernels.f2_survival(dof, stat) == pytest.approx(fdtrc(2, dof, stat), rel=1e-9)
     src = _points(5, 30)
     t = Transform.similarity(angle_deg=3, dx=4, dy=-2)
     dst = t.apply(src)

@@ -38,7 +38,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from deepsky.errors import ConfigError
-from deepsky.register import _fit
+from deepsky.register import _kernels
 from deepsky.register.transform import MODELS
 from deepsky.types import Transform
 
@@ -153,13 +153,12 @@ def match_stars(
     # score hypotheses against the brightest stars
     src_b = src[:max_stars]
     dst_b = dst[: min(n_d, 2 * max_stars)]
-    tree_b = _tree_of(dst_b)
-    best, tried = _search(ts, td, cand, src_b, tree_b, tolerance, scale_range, allow_mirror,
-                          min_matches)
+    best, count, tried = _search(ts, td, cand, src_b, dst_b, tolerance, scale_range,
+                                 allow_mirror, min_matches)
     if best is None:
         return _replace(fail, reason="no asterism hypothesis matched more than 3 stars",
                         n_hypotheses=tried)
-    t0, count = best
+    t0 = best
     # false-alarm odds of the best hypothesis: stars beyond the triangle's 3 that land within
     # the tolerance of one of dst_b's stars by chance
     area = _area(dst_b)
@@ -233,7 +232,7 @@ def refine_match(
     if len(src) == 0 or len(dst) == 0:
         return Match(initial, ok=False, reason="no stars to pair")
     cell, g = _grid_of(dst)
-    m, used, si, di, rms, found = _fit.refine(
+    m, used, si, di, rms, found = _kernels.refine(
         src, dst, g, cell, s_sig, d_sig, initial.matrix, MODELS.index(model),
         _needs(min_pairs), float(tolerance), float(clip), int(max_iter), float(alpha))
     if not found:
@@ -335,8 +334,8 @@ class _Triangles:
         return self._inv_tree
 
 
-# The reference's side of a match (its triangles and their k-d tree, the k-d trees of its
-# stars) is the same for every frame registered to it: built once, keyed by the positions
+# The reference's side of a match (its triangles and their k-d tree, its stars bucketed
+# for the nearest-star queries) is the same for every frame registered to it: built once, keyed by the positions
 # themselves (a few KB; a new reference or star list is a new key). ~2.5 ms of ~19 a frame.
 @functools.lru_cache(maxsize=16)
 def _cached_triangles(key: bytes, all_triangles: bool) -> _Triangles:
@@ -346,17 +345,8 @@ def _cached_triangles(key: bytes, all_triangles: bool) -> _Triangles:
     return t
 
 
-@functools.lru_cache(maxsize=16)
-def _cached_tree(key: bytes) -> cKDTree:
-    return cKDTree(np.frombuffer(key, np.float64).reshape(-1, 2).copy())
-
-
 def _reference_triangles(xy: np.ndarray, all_triangles: bool) -> _Triangles:
     return _cached_triangles(np.ascontiguousarray(xy, np.float64).tobytes(), all_triangles)
-
-
-def _tree_of(xy: np.ndarray) -> cKDTree:
-    return _cached_tree(np.ascontiguousarray(xy, np.float64).tobytes())
 
 
 @functools.lru_cache(maxsize=16)
@@ -364,12 +354,12 @@ def _cached_grid(key: bytes) -> tuple[float, tuple[Any, ...]]:
     xy = np.frombuffer(key, np.float64).reshape(-1, 2).copy()
     # cells of about one star each: a query looks at the 3 x 3 cells around it
     cell = max(1.0, math.sqrt(_area(xy) / len(xy)))
-    return cell, _fit.grid(xy, cell)
+    return cell, _kernels.grid(xy, cell)
 
 
 def _grid_of(xy: np.ndarray) -> tuple[float, tuple[Any, ...]]:
-    """The reference stars bucketed for :func:`refine_match`'s nearest-star pairing (built
-    once per reference, as :func:`_tree_of`)."""
+    """Stars bucketed for the nearest-star queries of the hypotheses' scoring and of
+    :func:`refine_match`'s pairing (a reference's, built once, serve every frame)."""
     return _cached_grid(np.ascontiguousarray(xy, np.float64).tobytes())
 
 
@@ -386,71 +376,22 @@ def _candidates(ts: _Triangles, td: _Triangles, eps: float) -> np.ndarray:
     return rows[np.argsort(rows[:, 2], kind="stable")]
 
 
-def _search(ts, td, cand, src_b, tree_b, tol, scale_range, allow_mirror, min_matches):
-    """Try candidate triangle pairs; return ((Transform, count), n_tried) of the best."""
+def _search(ts: _Triangles, td: _Triangles, cand: np.ndarray, src_b: np.ndarray,
+            dst_b: np.ndarray, tol: float, scale_range: tuple[float, float], allow_mirror: bool,
+            min_matches: int) -> tuple[Transform | None, int, int]:
+    """Try candidate triangle pairs (:func:`deepsky.register._kernels.search`); return the
+    best hypothesis (None when none scored more than 3 stars), its score and the number of
+    hypotheses tried."""
     si = cand[:, 0].astype(np.int64)
     di = cand[:, 1].astype(np.int64)
-    zs, zd = ts.z[si], td.z[di]
-    mirror = ts.orient[si] != td.orient[di]
-    u = np.where(mirror[:, None], np.conj(zs), zs)
-    mu, md = u.mean(axis=1), zd.mean(axis=1)
-    cu, cd = u - mu[:, None], zd - md[:, None]
-    a = np.sum(cd * np.conj(cu), axis=1) / np.sum(np.abs(cu) ** 2, axis=1)
-    b = md - a * mu
-    resid = np.max(np.abs(a[:, None] * u + b[:, None] - zd), axis=1)
-    scale = np.abs(a)
-    ok = (resid < tol) & (scale >= scale_range[0]) & (scale <= scale_range[1])
-    if not allow_mirror:
-        ok &= ~mirror
-    idx = np.flatnonzero(ok)
-    if len(idx) == 0:
-        return None, 0
-    # vote in transform space; most-voted cells first, then closest invariants
-    ang = np.angle(a[idx])
-    keys = np.stack([
-        mirror[idx].astype(np.int64),
-        np.floor(ang / math.radians(1.0)).astype(np.int64),
-        np.floor(np.log(scale[idx]) / 0.01).astype(np.int64),
-        np.floor(b[idx].real / (4 * tol)).astype(np.int64),
-        np.floor(b[idx].imag / (4 * tol)).astype(np.int64),
-    ], axis=1)
-    keys -= keys.min(axis=0)
-    span = keys.max(axis=0) + 1
-    code = np.zeros(len(keys), np.int64)
-    for k in range(keys.shape[1]):
-        code = code * span[k] + keys[:, k]
-    _, inverse, counts = np.unique(code, return_inverse=True, return_counts=True)
-    votes = counts[inverse.reshape(-1)]
-    order = idx[np.lexsort((np.arange(len(idx)), -votes))]
-    src_z = src_b[:, 0] + 1j * src_b[:, 1]
-    n_b = len(src_b)
-    good_enough = max(min_matches + 3, int(0.5 * min(n_b, tree_b.n)))
-    best = None
-    tried = 0
-    batch = 32
-    pos = 0
-    while pos < len(order) and tried < 20000:
-        sel = order[pos: pos + batch]
-        pos += len(sel)
-        tried += len(sel)
-        zz = np.where(mirror[sel, None], np.conj(src_z)[None, :], src_z[None, :])
-        pred = a[sel, None] * zz + b[sel, None]
-        pts = np.stack([pred.real.ravel(), pred.imag.ravel()], axis=1)
-        dist, _ = tree_b.query(pts, distance_upper_bound=tol)
-        counts = np.isfinite(dist).reshape(len(sel), n_b).sum(axis=1)
-        k = int(np.argmax(counts))
-        if counts[k] > 3 and (best is None or counts[k] > best[1]):
-            j = sel[k]
-            ar, ai = a[j].real, a[j].imag
-            if mirror[j]:
-                m = np.array([[ar, ai, b[j].real], [ai, -ar, b[j].imag], [0, 0, 1.0]])
-            else:
-                m = np.array([[ar, -ai, b[j].real], [ai, ar, b[j].imag], [0, 0, 1.0]])
-            best = (Transform(m), int(counts[k]))
-        if best is not None and best[1] >= good_enough:
-            break
-        batch = min(batch * 2, 512)
-    return best, tried
+    cell, g = _grid_of(dst_b)
+    good_enough = max(min_matches + 3, int(0.5 * min(len(src_b), len(dst_b))))
+    m, count, tried = _kernels.search(
+        np.ascontiguousarray(ts.z[si]), np.ascontiguousarray(td.z[di]),
+        ts.orient[si] != td.orient[di], np.ascontiguousarray(src_b), dst_b, g, cell,
+        float(tol), float(scale_range[0]), float(scale_range[1]), bool(allow_mirror),
+        good_enough, 20000)
+    return (Transform(m) if count > 0 else None), int(count), int(tried)
 
 
 def _binom_sf(k: int, n: int, p: float) -> float:

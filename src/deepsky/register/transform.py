@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from deepsky.errors import ConfigError, RegistrationError
-from deepsky.register import _fit
+from deepsky.register import _kernels
 from deepsky.types import Transform
 
 __all__ = ["MODELS", "MIN_POINTS", "N_PARAMS", "fit_transform", "fit_model", "residuals",
@@ -87,9 +87,9 @@ def fit_transform(
     True
     """
     src, dst, w = _checked(src_xy, dst_xy, weights, model)
-    m, status = _fit.fit(MODELS.index(model), src, dst, w,
+    m, status = _kernels.fit(MODELS.index(model), src, dst, w,
                          -1 if mirror is None else int(bool(mirror)), bool(refine))
-    if status != _fit.OK:
+    if status != _kernels.OK:
         raise RegistrationError(_DEGENERATE[model])
     return Transform(m)
 
@@ -169,8 +169,8 @@ def fit_model(
     n = len(np.asarray(src_xy, dtype=np.float64).reshape(-1, 2))
     top = simplest_model(model, n, min_pairs=min_pairs)
     src, dst, w = _checked(src_xy, dst_xy, weights, "shift" if top == "shift" else "similarity")
-    m, code, status = _fit.fit_model(src, dst, w, MODELS.index(top), float(alpha))
-    if status != _fit.OK:
+    m, code, status = _kernels.fit_model(src, dst, w, MODELS.index(top), float(alpha))
+    if status != _kernels.OK:
         raise RegistrationError(_DEGENERATE[MODELS[code]])
     return Transform(m), MODELS[code]
 

@@ -1,4 +1,5 @@
-"""Compiled kernels of the transform fits and of the star-pair refinement.
+"""Compiled kernels of the registration: the transform fits, the star-pair refinement and
+the asterism hypotheses' search.
 
 :mod:`deepsky.register.transform` and :func:`deepsky.register.match.refine_match` are the
 API (arguments checked, errors raised); the arithmetic is here, in numba, so that a frame's
@@ -608,3 +609,140 @@ def refine(src, dst, g, cell, s_sig, d_sig, m0, model, need, tolerance, clip, ma
             t, used, psi, pdi = t_new, used_new, si, di
             rms = _rms(t, src, dst, si, di)
     return _normalised(t), used, psi, pdi, rms, have
+
+
+@njit(**_JIT)
+def _count_near(ar, ai, br, bi, flip, src, dst, g, cell, reach, t2):  # pragma: no cover
+    """How many of ``src`` land within sqrt(t2) of a ``dst`` star under z' = a z + b
+    (z' = a conj(z) + b when ``flip``); ``reach`` cells around each are looked at."""
+    x0, y0, nx, ny, start, order = g
+    count = 0
+    for k in range(src.shape[0]):
+        zr = src[k, 0]
+        zi = -src[k, 1] if flip else src[k, 1]
+        px = ar * zr - ai * zi + br
+        py = ar * zi + ai * zr + bi
+        cx = int((px - x0) // cell)
+        cy = int((py - y0) // cell)
+        found = False
+        for gy in range(max(cy - reach, 0), min(cy + reach, ny - 1) + 1):
+            for gx in range(max(cx - reach, 0), min(cx + reach, nx - 1) + 1):
+                c = gy * nx + gx
+                for q in range(start[c], start[c + 1]):
+                    j = order[q]
+                    ex = dst[j, 0] - px
+                    ey = dst[j, 1] - py
+                    if ex * ex + ey * ey < t2:
+                        found = True
+                        break
+                if found:
+                    break
+            if found:
+                break
+        if found:
+            count += 1
+    return count
+
+
+@njit(**_JIT)
+def search(zs, zd, mirror, src_b, dst_b, g, cell, tol, scale_lo, scale_hi, allow_mirror,
+           good_enough, max_tried):  # pragma: no cover - numba
+    """The asterism hypotheses of :func:`deepsky.register.match.match_stars`: candidate
+    triangle pairs ``zs[k]`` (frame vertices, complex) and ``zd[k]`` (reference), each a
+    similarity (mirrored where ``mirror[k]``); those that fit their triangle within ``tol``
+    and the scale range are voted in (mirror, 1 degree, 1 % scale, 4 tol) cells and tried
+    most-voted first (then in candidate order), in batches of 32 doubling to 512, each
+    scored by the stars of ``src_b`` landing within ``tol`` of one of ``dst_b``; stop once
+    a hypothesis scores ``good_enough`` or ``max_tried`` were tried.
+
+    Returns (matrix, score, tried): score 0 when no hypothesis scored more than 3."""
+    n = zs.shape[0]
+    a = np.empty(n, np.complex128)
+    b = np.empty(n, np.complex128)
+    ok = np.zeros(n, np.bool_)
+    for k in range(n):
+        u0, u1, u2 = zs[k, 0], zs[k, 1], zs[k, 2]
+        if mirror[k]:
+            u0, u1, u2 = u0.conjugate(), u1.conjugate(), u2.conjugate()
+        d0, d1, d2 = zd[k, 0], zd[k, 1], zd[k, 2]
+        mu = (u0 + u1 + u2) / 3.0
+        md = (d0 + d1 + d2) / 3.0
+        c0, c1, c2 = u0 - mu, u1 - mu, u2 - mu
+        e0, e1, e2 = d0 - md, d1 - md, d2 - md
+        num = e0 * c0.conjugate() + e1 * c1.conjugate() + e2 * c2.conjugate()
+        den = abs(c0) ** 2 + abs(c1) ** 2 + abs(c2) ** 2
+        ak = num / den
+        bk = md - ak * mu
+        a[k] = ak
+        b[k] = bk
+        resid = max(abs(ak * u0 + bk - d0), abs(ak * u1 + bk - d1), abs(ak * u2 + bk - d2))
+        scale = abs(ak)
+        ok[k] = (resid < tol) and (scale >= scale_lo) and (scale <= scale_hi) and (
+            allow_mirror or not mirror[k])
+    idx = np.flatnonzero(ok)
+    m = np.eye(3)
+    if idx.shape[0] == 0:
+        return m, 0, 0
+    # votes in transform space: the cell of each hypothesis, and how many share it
+    nk = idx.shape[0]
+    keys = np.empty((nk, 5), np.int64)
+    for q in range(nk):
+        k = idx[q]
+        keys[q, 0] = 1 if mirror[k] else 0
+        keys[q, 1] = int(math.floor(math.atan2(a[k].imag, a[k].real) / math.radians(1.0)))
+        keys[q, 2] = int(math.floor(math.log(abs(a[k])) / 0.01))
+        keys[q, 3] = int(math.floor(b[k].real / (4 * tol)))
+        keys[q, 4] = int(math.floor(b[k].imag / (4 * tol)))
+    code = np.zeros(nk, np.int64)
+    for c in range(5):
+        lo = keys[:, c].min()
+        span = keys[:, c].max() - lo + 1
+        for q in range(nk):
+            code[q] = code[q] * span + (keys[q, c] - lo)
+    by_code = np.argsort(code, kind="mergesort")
+    votes = np.empty(nk, np.int64)
+    q = 0
+    while q < nk:
+        r = q
+        while r < nk and code[by_code[r]] == code[by_code[q]]:
+            r += 1
+        for s in range(q, r):
+            votes[by_code[s]] = r - q
+        q = r
+    order = idx[np.argsort(-votes, kind="mergesort")]
+    t2 = tol * tol
+    reach = int(math.ceil(tol / cell))
+    best_k = -1
+    best = 0
+    tried = 0
+    batch = 32
+    pos = 0
+    while pos < nk and tried < max_tried:
+        end = min(pos + batch, nk)
+        top_k = -1
+        top = -1
+        for q in range(pos, end):
+            k = order[q]
+            cnt = _count_near(a[k].real, a[k].imag, b[k].real, b[k].imag, mirror[k], src_b,
+                              dst_b, g, cell, reach, t2)
+            if cnt > top:
+                top = cnt
+                top_k = k
+        tried += end - pos
+        pos = end
+        if top > 3 and (best_k < 0 or top > best):
+            best = top
+            best_k = top_k
+        if best_k >= 0 and best >= good_enough:
+            break
+        batch = min(batch * 2, 512)
+    if best_k < 0:
+        return m, 0, tried
+    ar, ai = a[best_k].real, a[best_k].imag
+    if mirror[best_k]:
+        m[0, 0], m[0, 1], m[0, 2] = ar, ai, b[best_k].real
+        m[1, 0], m[1, 1], m[1, 2] = ai, -ar, b[best_k].imag
+    else:
+        m[0, 0], m[0, 1], m[0, 2] = ar, -ai, b[best_k].real
+        m[1, 0], m[1, 1], m[1, 2] = ai, ar, b[best_k].imag
+    return m, best, tried
