@@ -439,12 +439,35 @@ def grid(xy, cell):  # pragma: no cover - numba
     return x0, y0, nx, ny, start, order
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _nearest(px, py, dst, g, cell, reach, t2):  # pragma: no cover - numba
+    """The ``dst`` star of :func:`grid` ``g`` nearest to (px, py) among those closer than
+    sqrt(t2) in the ``reach`` cells around it (ties: the lower index): (index, squared
+    distance), or (-1, inf)."""
+    x0, y0, nx, ny, start, order = g
+    cx = int((px - x0) // cell)
+    cy = int((py - y0) // cell)
+    dj = -1
+    dd = np.inf
+    for gy in range(max(cy - reach, 0), min(cy + reach, ny - 1) + 1):
+        for gx in range(max(cx - reach, 0), min(cx + reach, nx - 1) + 1):
+            c = gy * nx + gx
+            for q in range(start[c], start[c + 1]):
+                j = order[q]
+                ex = dst[j, 0] - px
+                ey = dst[j, 1] - py
+                d2 = ex * ex + ey * ey
+                if d2 < t2 and (d2 < dd or (d2 == dd and j < dj)):
+                    dd = d2
+                    dj = j
+    return dj, dd
+
+
 @njit(**_JIT)
 def _pairs(pred, inside, dst, g, cell, tol):  # pragma: no cover - numba
     """Each predicted frame star ``inside`` to its nearest reference star closer than
     ``tol`` (ties: the lower index), one to one (a reference star keeps its closest frame
     star; ties: the lower frame index); returns the pairs ordered by reference index."""
-    x0, y0, nx, ny, start, order = g
     m = dst.shape[0]
     best_d = np.full(m, np.inf)
     best_i = np.full(m, -1, np.int64)
@@ -453,23 +476,7 @@ def _pairs(pred, inside, dst, g, cell, tol):  # pragma: no cover - numba
     for i in range(pred.shape[0]):
         if not inside[i]:
             continue
-        px = pred[i, 0]
-        py = pred[i, 1]
-        cx = int((px - x0) // cell)
-        cy = int((py - y0) // cell)
-        dj = -1
-        dd = np.inf
-        for gy in range(max(cy - reach, 0), min(cy + reach, ny - 1) + 1):
-            for gx in range(max(cx - reach, 0), min(cx + reach, nx - 1) + 1):
-                c = gy * nx + gx
-                for q in range(start[c], start[c + 1]):
-                    j = order[q]
-                    ex = dst[j, 0] - px
-                    ey = dst[j, 1] - py
-                    d2 = ex * ex + ey * ey
-                    if d2 < t2 and (d2 < dd or (d2 == dd and j < dj)):
-                        dd = d2
-                        dj = j
+        dj, dd = _nearest(pred[i, 0], pred[i, 1], dst, g, cell, reach, t2)
         if dj >= 0:
             d = math.sqrt(dd)
             if d < best_d[dj]:
@@ -615,31 +622,13 @@ def refine(src, dst, g, cell, s_sig, d_sig, m0, model, need, tolerance, clip, ma
 def _count_near(ar, ai, br, bi, flip, src, dst, g, cell, reach, t2):  # pragma: no cover
     """How many of ``src`` land within sqrt(t2) of a ``dst`` star under z' = a z + b
     (z' = a conj(z) + b when ``flip``); ``reach`` cells around each are looked at."""
-    x0, y0, nx, ny, start, order = g
     count = 0
     for k in range(src.shape[0]):
         zr = src[k, 0]
         zi = -src[k, 1] if flip else src[k, 1]
         px = ar * zr - ai * zi + br
         py = ar * zi + ai * zr + bi
-        cx = int((px - x0) // cell)
-        cy = int((py - y0) // cell)
-        found = False
-        for gy in range(max(cy - reach, 0), min(cy + reach, ny - 1) + 1):
-            for gx in range(max(cx - reach, 0), min(cx + reach, nx - 1) + 1):
-                c = gy * nx + gx
-                for q in range(start[c], start[c + 1]):
-                    j = order[q]
-                    ex = dst[j, 0] - px
-                    ey = dst[j, 1] - py
-                    if ex * ex + ey * ey < t2:
-                        found = True
-                        break
-                if found:
-                    break
-            if found:
-                break
-        if found:
+        if _nearest(px, py, dst, g, cell, reach, t2)[0] >= 0:
             count += 1
     return count
 
