@@ -48,11 +48,12 @@ class ChannelStats:
 
 
 def robust_stats(values: np.ndarray, *, max_samples: int = 100_000, clip: float = 4.0,
-                 iterations: int = 3) -> tuple[float, float]:
+                 iterations: int = 3, finite: bool | None = None) -> tuple[float, float]:
     """Location (median) and scale (sqrt of the biweight midvariance) of the pixel values,
-    after iterative ``clip``-sigma clipping (stars and hot pixels do not count)."""
+    after iterative ``clip``-sigma clipping (stars and hot pixels do not count).
+    ``finite``: whether every value is finite, when the caller knows (else tested)."""
     arr = np.asarray(values)
-    if arr.size > max_samples and _all_finite(arr):
+    if arr.size > max_samples and (_all_finite(arr) if finite is None else finite):
         # The same samples as below, without copying the whole image first.
         v = arr.reshape(-1)[::arr.size // max_samples + 1].astype(np.float64)
     else:
@@ -94,12 +95,14 @@ def _biweight_scale(v: np.ndarray, loc: float, c: float = 9.0) -> float:
     return float(num / den) if den > 0 else 0.0
 
 
-def pixel_noise(plane: np.ndarray, *, max_samples: int = 200_000) -> float:
+def pixel_noise(plane: np.ndarray, *, max_samples: int = 200_000,
+                finite: bool | None = None) -> float:
     """Pixel-to-pixel noise of an image plane: 1.4826 MAD of horizontal neighbour differences
-    divided by sqrt 2 (insensitive to gradients; stars touch few pairs)."""
+    divided by sqrt 2 (insensitive to gradients; stars touch few pairs). ``finite`` as for
+    :func:`robust_stats`."""
     h, w = plane.shape
     n = h * (w - 1)
-    if n > max_samples and _all_finite(plane):
+    if n > max_samples and (_all_finite(plane) if finite is None else finite):
         # The same differences as below, only those sampled are computed.
         f = np.arange(0, n, n // max_samples + 1)
         i = f + f // (w - 1)  # flat index of pair f's left pixel (row r = f // (w - 1))
@@ -125,8 +128,9 @@ def _all_finite(a: np.ndarray) -> bool:
 
 def plane_stats(plane: np.ndarray) -> tuple[float, float]:
     """(location, noise) of one plane: clipped median and pixel-to-pixel noise."""
-    loc, _ = robust_stats(plane)
-    return loc, pixel_noise(plane)
+    finite = _all_finite(plane)  # (once for both)
+    loc, _ = robust_stats(plane, finite=finite)
+    return loc, pixel_noise(plane, finite=finite)
 
 
 def cfa_channel_stats(mosaic: np.ndarray, pattern: str) -> ChannelStats:
