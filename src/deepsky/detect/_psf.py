@@ -213,6 +213,95 @@ def _fit_work(nch, size):  # pragma: no cover - numba
             np.empty(npar), np.empty(size), np.empty(size))
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _residual_jacobian(d, px, py, p, k, ek, bg, amp):  # pragma: no cover - numba
+    """Pixel k's residual and its derivatives by (x, y, A, B, C, background, amplitude),
+    ``ek`` its Gaussian profile, ``bg`` and ``amp`` the indices of its channel's
+    background and amplitude in ``p``."""
+    dx = px[k] - p[X]
+    dy = py[k] - p[Y]
+    ae = p[amp] * ek
+    r = d[k] - p[bg] - ae
+    return (r, ae * (p[A] * dx + p[B] * dy), ae * (p[B] * dx + p[C] * dy),
+            -0.5 * ae * dx * dx, -ae * dx * dy, -0.5 * ae * dy * dy, 1.0, ek)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _normal_sums_mono(d, wt, px, py, m, p, e, free_shape, Mc, gc):  # pragma: no cover
+    """:func:`fit_gaussian`'s normal equations for one channel, summed in registers (the
+    lower triangle of ``Mc[0]`` and ``gc[0]``; with the shape fixed, the rows and columns of
+    A, B, C are 0). The general loop sums into the arrays, which the compiler must assume
+    may overlap, and reloads every term: a quarter of the fitting's time. The same
+    products added in the same order: the same bits."""
+    if not free_shape:
+        Mc[:, :, :] = 0.0
+        gc[:, :] = 0.0
+    g0 = g1 = g2 = g3 = g4 = g5 = g6 = 0.0
+    m00 = m10 = m11 = m20 = m21 = m22 = m30 = m31 = m32 = m33 = 0.0
+    m40 = m41 = m42 = m43 = m44 = m50 = m51 = m52 = m53 = m54 = m55 = 0.0
+    m60 = m61 = m62 = m63 = m64 = m65 = m66 = 0.0
+    for k in range(m):
+        wk = wt[k]
+        if wk == 0.0:
+            continue
+        r, j0, j1, j2, j3, j4, j5, j6 = _residual_jacobian(d, px, py, p, k, e[k], BG0,
+                                                           BG0 + 1)
+        w0 = wk * j0
+        w1 = wk * j1
+        w5 = wk * j5
+        w6 = wk * j6
+        g0 += w0 * r
+        g1 += w1 * r
+        g5 += w5 * r
+        g6 += w6 * r
+        m00 += w0 * j0
+        m10 += w1 * j0
+        m11 += w1 * j1
+        m50 += w5 * j0
+        m51 += w5 * j1
+        m55 += w5 * j5
+        m60 += w6 * j0
+        m61 += w6 * j1
+        m65 += w6 * j5
+        m66 += w6 * j6
+        if free_shape:
+            w2 = wk * j2
+            w3 = wk * j3
+            w4 = wk * j4
+            g2 += w2 * r
+            g3 += w3 * r
+            g4 += w4 * r
+            m20 += w2 * j0
+            m21 += w2 * j1
+            m22 += w2 * j2
+            m30 += w3 * j0
+            m31 += w3 * j1
+            m32 += w3 * j2
+            m33 += w3 * j3
+            m40 += w4 * j0
+            m41 += w4 * j1
+            m42 += w4 * j2
+            m43 += w4 * j3
+            m44 += w4 * j4
+            m52 += w5 * j2
+            m53 += w5 * j3
+            m54 += w5 * j4
+            m62 += w6 * j2
+            m63 += w6 * j3
+            m64 += w6 * j4
+    gc[0, 0], gc[0, 1], gc[0, 5], gc[0, 6] = g0, g1, g5, g6
+    Mc[0, 0, 0], Mc[0, 1, 0], Mc[0, 1, 1] = m00, m10, m11
+    Mc[0, 5, 0], Mc[0, 5, 1], Mc[0, 5, 5] = m50, m51, m55
+    Mc[0, 6, 0], Mc[0, 6, 1], Mc[0, 6, 5], Mc[0, 6, 6] = m60, m61, m65, m66
+    if free_shape:
+        gc[0, 2], gc[0, 3], gc[0, 4] = g2, g3, g4
+        Mc[0, 2, 0], Mc[0, 2, 1], Mc[0, 2, 2] = m20, m21, m22
+        Mc[0, 3, 0], Mc[0, 3, 1], Mc[0, 3, 2], Mc[0, 3, 3] = m30, m31, m32, m33
+        Mc[0, 4, 0], Mc[0, 4, 1], Mc[0, 4, 2], Mc[0, 4, 3], Mc[0, 4, 4] = m40, m41, m42, m43, m44
+        Mc[0, 5, 2], Mc[0, 5, 3], Mc[0, 5, 4] = m52, m53, m54
+        Mc[0, 6, 2], Mc[0, 6, 3], Mc[0, 6, 4] = m62, m63, m64
+
+
 @njit(cache=True, nogil=True)
 def fit_gaussian(d, wt, px, py, pc, m, p, nch, cw, maxiter, tol, free_shape,
                  work):  # pragma: no cover - numba
@@ -235,38 +324,31 @@ def fit_gaussian(d, wt, px, py, pc, m, p, nch, cw, maxiter, tol, free_shape,
     for _ in range(maxiter):
         # normal equations per channel on the 7 parameters a pixel depends on (fixed
         # indices, lower triangle), then scattered symmetrically into M
-        Mc[:, :, :] = 0.0
-        gc[:, :] = 0.0
-        for k in range(m):
-            wk = wt[k]
-            if wk == 0.0:
-                continue
-            c = pc[k]
-            dx = px[k] - p[X]
-            dy = py[k] - p[Y]
-            ek = e[k]
-            ae = p[BG0 + nch + c] * ek
-            r = d[k] - p[BG0 + c] - ae
-            J[0] = ae * (p[A] * dx + p[B] * dy)
-            J[1] = ae * (p[B] * dx + p[C] * dy)
-            J[2] = -0.5 * ae * dx * dx
-            J[3] = -ae * dx * dy
-            J[4] = -0.5 * ae * dy * dy
-            J[5] = 1.0
-            J[6] = ek
-            if free_shape:
-                for a in range(7):
-                    wja = wk * J[a]
-                    gc[c, a] += wja * r
-                    for b in range(a + 1):
-                        Mc[c, a, b] += wja * J[b]
-            else:
-                for a in range(4):
-                    ia = FIXED[a]
-                    wja = wk * J[ia]
-                    gc[c, ia] += wja * r
-                    for b in range(a + 1):
-                        Mc[c, ia, FIXED[b]] += wja * J[FIXED[b]]
+        if nch == 1:
+            _normal_sums_mono(d, wt, px, py, m, p, e, free_shape, Mc, gc)
+        else:
+            Mc[:, :, :] = 0.0
+            gc[:, :] = 0.0
+            for k in range(m):
+                wk = wt[k]
+                if wk == 0.0:
+                    continue
+                c = pc[k]
+                r, J[0], J[1], J[2], J[3], J[4], J[5], J[6] = _residual_jacobian(
+                    d, px, py, p, k, e[k], BG0 + c, BG0 + nch + c)
+                if free_shape:
+                    for a in range(7):
+                        wja = wk * J[a]
+                        gc[c, a] += wja * r
+                        for b in range(a + 1):
+                            Mc[c, a, b] += wja * J[b]
+                else:
+                    for a in range(4):
+                        ia = FIXED[a]
+                        wja = wk * J[ia]
+                        gc[c, ia] += wja * r
+                        for b in range(a + 1):
+                            Mc[c, ia, FIXED[b]] += wja * J[FIXED[b]]
         M[:, :] = 0.0
         g[:] = 0.0
         for c in range(nch):
