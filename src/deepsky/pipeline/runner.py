@@ -295,9 +295,10 @@ def warm_up(cfg: Config, masters_begun: threading.Event | None = None) -> None:
         pass
 
 
-def _warm(cfg: Config) -> tuple[int, float]:
-    """The later stages' part of :func:`warm_up`; returns the synthetic frame's star count
-    and the warped window's mean (for the test that it does what a run does)."""
+def _warm(cfg: Config) -> tuple[int, float, int]:
+    """The later stages' part of :func:`warm_up`; returns the synthetic frame's star count,
+    the warped window's mean and the synthetic star lists' matches (for the test that it
+    does what a run does)."""
     import deepsky.pipeline.analysis  # noqa: F401
     import deepsky.pipeline.registration  # noqa: F401
     import deepsky.pipeline.stacking  # noqa: F401
@@ -306,7 +307,7 @@ def _warm(cfg: Config) -> tuple[int, float]:
     from deepsky.detect.stars import detect_frame
     from deepsky.integrate.trails import _refine
     from deepsky.medians import median
-    from deepsky.register.match import refine_match
+    from deepsky.register.match import match_stars
     from deepsky.register.warp import warp_window
     from deepsky.types import Transform
 
@@ -325,8 +326,8 @@ def _warm(cfg: Config) -> tuple[int, float]:
     mask = np.zeros(img.shape, bool)
     mask[64, 64] = True
     cosmetic.DefectMap(mask, None).apply(img)
-    xy = rng.uniform(0.0, 128.0, (12, 2))  # the registration's refinement
-    refine_match(xy + 0.3, xy, Transform.translation(-0.3, -0.3), model=cfg.registration.model)
+    xy = rng.uniform(0.0, 128.0, (12, 2))  # the registration's search and refinement
+    matched = match_stars(xy + 0.3, xy, model=cfg.registration.model)
     line = np.zeros((32, 32), np.float32)
     line[16, :] = 5.0  # the trail search's candidate refinement, on the row y = 16
     _refine(line, np.pi / 2, 16.0, min_length=8.0)
@@ -336,7 +337,7 @@ def _warm(cfg: Config) -> tuple[int, float]:
                 method=cfg.registration.interpolation, clamp=cfg.registration.clamp,
                 fill=np.nan, parallel=False, out=out[0], footprint=False,
                 gain=np.ones(1, np.float32), offset=np.zeros(1, np.float32))
-    return len(stars), float(np.nanmean(out))
+    return len(stars), float(np.nanmean(out)), matched.n_matches
 
 
 def mosaic_warning(lights: list[FrameMeta]) -> str:

@@ -39,7 +39,7 @@ from scipy.spatial import cKDTree
 
 from deepsky.errors import ConfigError
 from deepsky.register import _kernels
-from deepsky.register.transform import MODELS
+from deepsky.register.transform import MODELS, pairs_needed
 from deepsky.types import Transform
 
 __all__ = ["Match", "match_stars", "refine_match"]
@@ -244,10 +244,8 @@ def refine_match(
 
 
 def _needs(min_pairs: dict[str, int] | None) -> np.ndarray:
-    """The fewest pairs of each model (:func:`simplest_model`'s), by model code."""
-    need = {"shift": 1, "similarity": 2, "affine": 8, "homography": 16}
-    if min_pairs:
-        need.update(min_pairs)
+    """The fewest pairs of each model (:func:`pairs_needed`), by model code."""
+    need = pairs_needed(min_pairs)
     return np.array([need[m] for m in MODELS], np.int64)
 
 

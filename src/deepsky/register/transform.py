@@ -30,7 +30,7 @@ from deepsky.register import _kernels
 from deepsky.types import Transform
 
 __all__ = ["MODELS", "MIN_POINTS", "N_PARAMS", "fit_transform", "fit_model", "residuals",
-           "simplest_model"]
+           "simplest_model", "pairs_needed"]
 
 MODELS: tuple[str, ...] = ("shift", "similarity", "affine", "homography")
 
@@ -88,7 +88,7 @@ def fit_transform(
     """
     src, dst, w = _checked(src_xy, dst_xy, weights, model)
     m, status = _kernels.fit(MODELS.index(model), src, dst, w,
-                         -1 if mirror is None else int(bool(mirror)), bool(refine))
+                             -1 if mirror is None else int(bool(mirror)), bool(refine))
     if status != _kernels.OK:
         raise RegistrationError(_DEGENERATE[model])
     return Transform(m)
@@ -132,13 +132,20 @@ def simplest_model(model: str, n_pairs: int, *, min_pairs: dict[str, int] | None
     """
     if model not in MODELS:
         raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
-    need = {"shift": 1, "similarity": 2, "affine": 8, "homography": 16}
-    if min_pairs:
-        need.update(min_pairs)
+    need = pairs_needed(min_pairs)
     for m in MODELS[: MODELS.index(model) + 1][::-1]:
         if n_pairs >= need[m]:
             return m
     return "shift"
+
+
+def pairs_needed(min_pairs: dict[str, int] | None = None) -> dict[str, int]:
+    """The fewest pairs each model is trusted with (:func:`simplest_model`'s defaults,
+    updated by ``min_pairs``)."""
+    need = {"shift": 1, "similarity": 2, "affine": 8, "homography": 16}
+    if min_pairs:
+        need.update(min_pairs)
+    return need
 
 
 def fit_model(
