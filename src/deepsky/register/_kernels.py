@@ -1,12 +1,12 @@
 """Compiled kernels of the registration: the transform fits, the star-pair refinement and
 the asterism hypotheses' search.
 
-:mod:`deepsky.register.transform` and :func:`deepsky.register.match.refine_match` are the
-API (arguments checked, errors raised); the arithmetic is here, in numba, so that a frame's
-refinement -- a dozen weighted fits and sigma clips over a thousand star pairs, and the
-nearest-neighbour pairing between them -- runs as one call that lets go of the interpreter
-lock (as numpy calls on arrays this small it took ~9 ms a frame, most of it the
-interpreter's, and registering on two threads kept one of them waiting).
+:mod:`deepsky.register.transform` and :mod:`deepsky.register.match` are the API (arguments
+checked, errors raised); the arithmetic is here, in numba, so that a frame's refinement -- a
+dozen weighted fits and sigma clips over a thousand star pairs, and the nearest-neighbour
+pairing between them -- and its hypotheses' search each run as one call that lets go of the
+interpreter lock (as numpy calls on arrays this small they took ~10 ms a frame, most of it
+the interpreter's, and registering on two threads kept one of them waiting).
 
 Models by code: 0 shift, 1 similarity, 2 affine, 3 homography. A fit returns its 3 x 3
 matrix and a status: ``OK``, ``FEW`` (fewer points than the model needs) or ``DEGENERATE``
@@ -21,9 +21,9 @@ import numpy as np
 from numba import njit
 
 OK, FEW, DEGENERATE = 0, 1, 2
-SHIFT, SIMILARITY, AFFINE, HOMOGRAPHY = 0, 1, 2, 3
-MIN_POINTS = np.array([1, 2, 3, 4], np.int64)
-N_PARAMS = np.array([2, 4, 6, 8], np.int64)
+SHIFT, SIMILARITY, AFFINE, HOMOGRAPHY = 0, 1, 2, 3  # (transform.MODELS, in order)
+MIN_POINTS = np.array([1, 2, 3, 4], np.int64)  # the fewest pairs that determine each model
+N_PARAMS = np.array([2, 4, 6, 8], np.int64)  # each model's free parameters
 
 _JIT = dict(cache=True, nogil=True)
 

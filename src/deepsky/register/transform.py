@@ -34,11 +34,11 @@ __all__ = ["MODELS", "MIN_POINTS", "N_PARAMS", "fit_transform", "fit_model", "re
 
 MODELS: tuple[str, ...] = ("shift", "similarity", "affine", "homography")
 
-#: fewest point pairs that determine each model exactly
-MIN_POINTS: dict[str, int] = {"shift": 1, "similarity": 2, "affine": 3, "homography": 4}
+#: fewest point pairs that determine each model exactly (1, 2, 3, 4)
+MIN_POINTS: dict[str, int] = dict(zip(MODELS, _kernels.MIN_POINTS.tolist()))
 
-#: free parameters of each model
-N_PARAMS: dict[str, int] = {"shift": 2, "similarity": 4, "affine": 6, "homography": 8}
+#: free parameters of each model (2, 4, 6, 8)
+N_PARAMS: dict[str, int] = dict(zip(MODELS, _kernels.N_PARAMS.tolist()))
 
 
 def fit_transform(
