@@ -23,12 +23,21 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["median"]
+__all__ = ["median", "all_finite"]
 
 # Below this many values numpy's selection is as fast; above it numpy's time jumps (leaving
 # L1?): float32, ms, numpy / radix (the first, 16-bit version): 16 384 0.08 / 0.09, 32 768
 # 0.38 / 0.10, 65 024 0.85 / 0.25 (float64 alike).
 _MIN_SIZE = 20000
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """No NaN or infinity in ``a`` (:func:`median` leaves finiteness to its callers). Either
+    would show in the minimum or the maximum: two passes without a mask (0.55 ms a 4 MP
+    float32 frame, where ``np.isfinite(a).all()`` took 0.8 and a float64 sum 2.4)."""
+    if a.dtype.kind != "f" or a.size == 0:
+        return True
+    return bool(np.isfinite(a.min()) and np.isfinite(a.max()))
 
 
 def median(values: np.ndarray) -> np.floating:

@@ -180,6 +180,7 @@ def analyze_frame(source: FrameSource, calibration: CalibrationSet | Calibration
         det_input, det_bayer = lum, None
     else:
         det_input, det_bayer = data, bayer
+    lo, hi, vals = finite_range(data)  # (once: the value range, and the statistics' test)
     stars, bkg = detect_frame(det_input, bayer=det_bayer, box=cfg.detection.background_box,
                               threshold=cfg.detection.threshold,
                               max_stars=cfg.detection.max_stars, saturation=sat)
@@ -188,7 +189,7 @@ def analyze_frame(source: FrameSource, calibration: CalibrationSet | Calibration
         stats = cfa_channel_stats(data, bayer)
         lum_full = cfa_luminance(data)
     else:
-        stats = image_stats(data)
+        stats = image_stats(data, finite=vals is data)
         lum_full = det_input
     factor = lowres_factor(meta.width, meta.height)
     small = bin_image(lum_full, factor)
@@ -197,7 +198,6 @@ def analyze_frame(source: FrameSource, calibration: CalibrationSet | Calibration
     with atomic_path(low_path, suffix=".npy") as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, small)
-    lo, hi, vals = finite_range(data)
     value_range = (lo, hi) if vals.size else None
     result = FrameAnalysis(path=str(source.path), stars=stars, quality=quality, stats=stats,
                            dark_scale=k, lowres=str(low_path), lowres_factor=factor,
