@@ -266,10 +266,11 @@ def test_kernel_warm_up_runs_the_stages_kernels():
     """The background warm-up really detects, matches and warps (it swallows its failures
     in a run, so a change that broke it would otherwise go unseen): the 4 synthetic stars
     found, the 12 synthetic star positions matched, the warped window at the synthetic sky
-    level."""
+    level, the synthetic line found as a trail."""
     from deepsky.pipeline.runner import _warm
 
-    n_stars, level, n_matched = _warm(load_config())
+    n_stars, level, n_matched, n_trails = _warm(load_config())
     assert n_stars == 4
     assert abs(level - 100.0) < 2.0
     assert n_matched == 12
+    assert n_trails == 1

@@ -158,3 +158,36 @@ def test_refined_line_matches_the_drawn_one(theta_deg, steep):
         assert np.hypot(a - c, b - d) < 0.06 * 200 + 3  # the 5 % extension each side
     assert 1.5 < width < 4.0 and halo >= width / 2
     assert _refine(z, float(normal), float(rho) + 40.0, min_length=60.0) is None  # beside it
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_hough_lines_are_opencvs(seed):
+    """The compiled Hough transform gives OpenCV's ``HoughLines`` lines, values and order,
+    on noise maps with lines of several angles and lengths, NaN holes, thresholds from a
+    few votes to many, and other angle steps and shapes."""
+    import math
+
+    import cv2
+
+    from deepsky.integrate.trails import hough_lines
+
+    rng = np.random.default_rng(seed)
+    h, w = [(512, 512), (300, 471), (97, 260), (256, 128)][seed]
+    z = rng.normal(0.0, 1.0, (h, w)).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(3):
+        x0, x1 = rng.uniform(0, w, 2)
+        y0, y1 = rng.uniform(0, h, 2)
+        _add_segment(z, yy, xx, (x0, y0, x1, y1), rng.uniform(1.0, 4.0))
+    z[rng.integers(0, h, 50), rng.integers(0, w, 50)] = np.nan
+    for cut, step, votes in ((1.5, 0.25, 39), (1.5, 0.25, 10), (2.5, 0.5, 20),
+                             (-0.5, 1.0, 80), (1.5, 0.1, 60)):
+        binary = (np.nan_to_num(z, nan=0.0) > cut).astype(np.uint8)
+        ref = cv2.HoughLines(binary, 1, math.radians(step), votes)
+        got = hough_lines(z, cut, step, votes, 20)
+        if ref is None:
+            assert got is None
+            continue
+        np.testing.assert_array_equal(got, ref[:20, 0, :].astype(np.float64))
+    # too few points: no lines (and no votes counted)
+    assert hough_lines(z, 1.5, 0.25, 10, 20, min_points=h * w) is None

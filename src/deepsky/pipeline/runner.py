@@ -295,17 +295,17 @@ def warm_up(cfg: Config, masters_begun: threading.Event | None = None) -> None:
         pass
 
 
-def _warm(cfg: Config) -> tuple[int, float, int]:
+def _warm(cfg: Config) -> tuple[int, float, int, int]:
     """The later stages' part of :func:`warm_up`; returns the synthetic frame's star count,
-    the warped window's mean and the synthetic star lists' matches (for the test that it
-    does what a run does)."""
+    the warped window's mean, the synthetic star lists' matches and the trails found on a
+    synthetic line (for the test that it does what a run does)."""
     import deepsky.pipeline.analysis  # noqa: F401
     import deepsky.pipeline.registration  # noqa: F401
     import deepsky.pipeline.stacking  # noqa: F401
     from deepsky.calibrate import cosmetic
     from deepsky.detect.quality import frame_quality
     from deepsky.detect.stars import detect_frame
-    from deepsky.integrate.trails import _refine
+    from deepsky.integrate.trails import find_trails
     from deepsky.medians import median
     from deepsky.register.match import match_stars
     from deepsky.register.warp import warp_window
@@ -329,15 +329,15 @@ def _warm(cfg: Config) -> tuple[int, float, int]:
     xy = rng.uniform(0.0, 128.0, (12, 2))  # the registration's search and refinement
     matched = match_stars(xy + 0.3, xy, model=cfg.registration.model)
     line = np.zeros((32, 32), np.float32)
-    line[16, :] = 5.0  # the trail search's candidate refinement, on the row y = 16
-    _refine(line, np.pi / 2, 16.0, min_length=8.0)
+    line[16, :] = 5.0  # the trail search (its Hough transform and refinement): the row y = 16
+    trails = find_trails(line, min_length=8.0)
     out = np.empty((1, 32, 32), np.float32)
     warp_window(img, (0, 0), Transform.similarity(scale=1.0, angle_deg=0.3, dx=2.5, dy=1.5),
                 (40, 40), (32, 32), src_shape=img.shape,
                 method=cfg.registration.interpolation, clamp=cfg.registration.clamp,
                 fill=np.nan, parallel=False, out=out[0], footprint=False,
                 gain=np.ones(1, np.float32), offset=np.zeros(1, np.float32))
-    return len(stars), float(np.nanmean(out)), matched.n_matches
+    return len(stars), float(np.nanmean(out)), matched.n_matches, len(trails)
 
 
 def mosaic_warning(lights: list[FrameMeta]) -> str:
