@@ -18,6 +18,8 @@ The defect map is a boolean image, ``True`` = defective (excluded).
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numba as nb
 import numpy as np
 
@@ -60,16 +62,17 @@ def _minus_median(plane: np.ndarray, dst: np.ndarray, size: int) -> None:
     np.subtract(plane, med, out=dst)
 
 
-def robust_sigma(values: np.ndarray) -> float:
+def robust_sigma(values: np.ndarray, *, select: Callable[[np.ndarray], Any] = median) -> float:
     """1.4826 x the median absolute deviation of the finite values (computed on one copy of
-    them, in place)."""
+    them, in place); ``select`` takes the medians (``np.median`` where numba's kernels may
+    not be loaded yet)."""
     v = values[np.isfinite(values)]  # a copy: ours to reorder
     if v.size == 0:
         return 0.0
-    med = median(v)
+    med = select(v)
     v -= med
     np.abs(v, out=v)
-    return float(_MAD * median(v))
+    return float(_MAD * select(v))
 
 
 def find_hot_pixels(dark: np.ndarray, bayer: str | None, *, sigma: float = 5.0,
