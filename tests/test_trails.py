@@ -191,3 +191,6 @@ def test_hough_lines_are_opencvs(seed):
         np.testing.assert_array_equal(got, ref[:20, 0, :].astype(np.float64))
     # too few points: no lines (and no votes counted)
     assert hough_lines(z, 1.5, 0.25, 10, 20, min_points=h * w) is None
+    # offsets beyond the float32 rounding's range: refused, not miscounted
+    with pytest.raises(ValueError, match="too large"):
+        hough_lines(np.zeros((1, 1 << 22), np.float32), 1.5, 0.25, 10, 20)

@@ -183,12 +183,14 @@ def hough_lines(z: np.ndarray, cut: float, angle_step_deg: float, min_votes: int
     ~18 000 points. Here the votes go angle by angle into one row in L1, the offsets of
     all points computed first (vectorised) and then counted: ~9 ms, one thread. The test
     compares the lines with OpenCV's."""
+    h, w = z.shape
+    if h + w >= 1 << 22:  # the float32 rounding below needs |offset| < 2^22
+        raise ValueError(f"a {w} x {h} map is too large for the Hough transform")
     step = np.float32(math.radians(angle_step_deg))
     n_angles = int(math.floor(math.pi / float(step))) + 1
     if n_angles > 1 and abs(math.pi - (n_angles - 1) * float(step)) < float(step) / 2:
         n_angles -= 1  # the last angle is the first's line again
     tab_cos, tab_sin = _hough_tables(step, n_angles)
-    h, w = z.shape
     acc = np.zeros((n_angles + 2, 2 * (h + w) + 3), np.int32)  # a border of zero bins
     n_points = _hough_votes(np.ascontiguousarray(z, dtype=np.float32), np.float32(cut),
                             tab_cos, tab_sin, int(math.ceil(min_points)), acc)
