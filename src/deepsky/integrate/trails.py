@@ -200,7 +200,7 @@ def hough_lines(z: np.ndarray, cut: float, angle_step_deg: float, min_votes: int
     if len(peaks) == 0:
         return None
     v = acc.ravel()[peaks]
-    if len(peaks) > max_lines:  # the top max_lines (ties at the last value kept for now)
+    if len(peaks) > max_lines:  # those with at least the max_lines-th most votes, then sorted
         kth = np.partition(v, len(v) - max_lines)[len(v) - max_lines]
         peaks, v = peaks[v >= kth], v[v >= kth]
     peaks = peaks[np.lexsort((peaks, -v))][:max_lines]
@@ -270,7 +270,7 @@ def _hough_peaks(acc: np.ndarray, min_votes: int) -> np.ndarray:
     """Flat indices of the bins of ``acc`` (bordered by zeros) with more than ``min_votes``
     votes, more than the previous offset's and angle's and at least the next's."""
     na, nr = acc.shape[0] - 2, acc.shape[1] - 2
-    out = np.empty(na * nr, np.int64)
+    out = np.empty(na * ((nr + 1) // 2), np.int64)  # (no two neighbours in a row are both)
     m = 0
     for a in range(1, na + 1):
         up, row, down = acc[a - 1], acc[a], acc[a + 1]
