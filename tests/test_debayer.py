@@ -47,6 +47,35 @@ def test_rcd_beats_bilinear(pattern):
         np.testing.assert_array_equal(rcd[c][masks[c]], mosaic[masks[c]])
 
 
+@pytest.mark.parametrize("pattern", BAYER_PATTERNS)
+def test_rcd_threads_windows_border_and_nan(pattern):
+    """What the integration relies on: the same RCD for any number of threads; a window of
+    the mosaic (its CFA phase kept, the whole mosaic's value range given) the whole
+    mosaic's result away from the window's edges; the 4-pixel border the bilinear estimate
+    (through the scaling's float32 round trip); a NaN pixel NaN in every channel, and no
+    NaN beyond the pixels its estimates reach."""
+    truth = _scene(200, 232, seed=3)
+    mosaic = (truth * bayer_channel_masks(pattern, truth.shape[1:])).sum(axis=0)
+    mosaic = mosaic.astype(np.float32)
+    vr = (float(mosaic.min()), float(mosaic.max()))
+    one = debayer(mosaic, pattern, method="rcd", workers=1)
+    for k in (2, 3, 5):
+        np.testing.assert_array_equal(debayer(mosaic, pattern, method="rcd", workers=k), one)
+    win = debayer(mosaic[40:150, 62:190], pattern, method="rcd", value_range=vr, workers=1)
+    np.testing.assert_array_equal(win[:, 16:-16, 16:-16], one[:, 56:134, 78:174])
+    bil = debayer(mosaic, pattern, method="bilinear")
+    border = np.ones(mosaic.shape, bool)
+    border[4:-4, 4:-4] = False
+    np.testing.assert_allclose(one[:, border], bil[:, border], rtol=1e-5, atol=1e-3)
+    holed = mosaic.copy()
+    holed[100, 117] = np.nan
+    out = debayer(holed, pattern, method="rcd", value_range=vr)
+    assert np.isnan(out[:, 100, 117]).all()
+    far = np.ones(mosaic.shape, bool)
+    far[100 - 12:100 + 13, 117 - 12:117 + 13] = False
+    np.testing.assert_array_equal(out[:, far], one[:, far])
+
+
 def test_negative_values_survive():
     rng = np.random.default_rng(2)
     mosaic = rng.normal(0.0, 5.0, (64, 64)).astype(np.float32)

@@ -21,7 +21,7 @@ import numba as nb
 import numpy as np
 
 from deepsky.errors import CalibrationError
-from deepsky.parallel import for_bands
+from deepsky.parallel import for_bands, resolve_workers
 from deepsky.types import BAYER_PATTERNS, bayer_channel_masks
 
 METHODS = ("rcd", "vng", "bilinear", "superpixel", "none")
@@ -72,12 +72,14 @@ def mosaic_spread(data: np.ndarray) -> float:
 
 
 def debayer(mosaic: np.ndarray, pattern: str, *, method: str = "rcd",
-            value_range: tuple[float, float] | None = None) -> np.ndarray:
+            value_range: tuple[float, float] | None = None,
+            workers: int | None = None) -> np.ndarray:
     """Demosaic a CFA mosaic ``(H, W)`` into ``(3, H, W)`` R, G, B float32.
 
     ``value_range`` (RCD only) is the ``(min, max)`` its normalisation uses, by default the
     mosaic's own: give the whole frame's when demosaicing windows of it, so that every
     window (every tile size, every memory budget) gets the pixels the whole frame would.
+    ``workers`` (RCD only): threads (default: one per core; the result does not change).
 
     >>> m = np.full((8, 8), 10.0, np.float32)
     >>> debayer(m, "RGGB", method="bilinear").shape
@@ -93,7 +95,7 @@ def debayer(mosaic: np.ndarray, pattern: str, *, method: str = "rcd",
         return bilinear(m, pattern)
     if method in ("rcd", "vng"):
         # "vng" is accepted as a synonym of the edge-aware method (RCD is better on stars).
-        return rcd(m, pattern, value_range=value_range)
+        return rcd(m, pattern, value_range=value_range, workers=workers)
     if method == "none":
         raise ValueError("method 'none' keeps the mosaic: do not call debayer")
     raise ValueError(f"unknown debayer method {method!r}; one of {', '.join(METHODS)}")
@@ -294,47 +296,138 @@ def rcd(mosaic: np.ndarray, pattern: str, *, workers: int | None = None,
     means), so the mosaic is shifted to a small positive pedestal and scaled first, and the
     result mapped back: calibrated data keep their negative noise and their units. The
     scaling (and the clipping of estimates to it) uses ``value_range``, by default the
-    mosaic's minimum and maximum.
+    mosaic's minimum and maximum. ``workers``: threads on bands of rows (the same result
+    for any number; 1 where the caller already works on several windows at once).
     """
-    out = bilinear(mosaic, pattern)
     h, w = mosaic.shape
     if h < 10 or w < 10:
-        return out
-    finite = np.isfinite(mosaic)
-    src = np.where(finite, mosaic, 0.0).astype(np.float32) if not finite.all() else mosaic
-    lo, hi = (float(np.min(src)), float(np.max(src))) if value_range is None \
-        else (float(value_range[0]), float(value_range[1]))
+        return bilinear(mosaic, pattern)
+    m32 = np.ascontiguousarray(mosaic, dtype=np.float32)
+    if value_range is None:
+        lo, hi = _finite_range(m32)
+    else:
+        lo, hi = float(value_range[0]), float(value_range[1])
     span = hi - lo
-    if span <= 0:
-        return out
+    if not span > 0:
+        return bilinear(mosaic, pattern)
     # Pedestal: keep the darkest pixels a little above zero so the ratios stay stable.
     ped = 0.02 * span
     scale = span + 2 * ped
-    cfa = ((src - lo + ped) / scale).astype(np.float32)
-    rgb = ((out - lo + ped) / scale).astype(np.float32)
-    np.clip(rgb, 0.0, 1.0, out=rgb)
     fc = np.array([["RGB".index(pattern[0]), "RGB".index(pattern[1])],
                    ["RGB".index(pattern[2]), "RGB".index(pattern[3])]], np.int64)
+    # The kernel's input and start, scaled in one pass, numpy's float32 arithmetic (the
+    # Python floats rounded to float32 first, as numpy does with them).
+    lo32, ped32, scale32 = np.float32(lo), np.float32(ped), np.float32(scale)
+    cfa = np.empty((h, w), np.float32)
+    rgb = np.empty((3, h, w), np.float32)
+    any_bad = _rcd_prepare(m32, fc, lo32, ped32, scale32, cfa, rgb)
+    _bilinear_border(rgb, m32, pattern, lo32, ped32, scale32)
     # Bands of rows on separate threads, each with a 12-row overlap (RCD's chained estimates
     # reach 10 rows away: with 8, the result changed with the number of threads); an even
     # overlap keeps each band's CFA phase.
     pad = 12
+    bands = resolve_workers(workers) > 1 and h >= 128
 
     def run(y0: int, y1: int) -> None:
         a, b = max(0, y0 - pad), min(h, y1 + pad)
-        sub = np.ascontiguousarray(rgb[:, a:b])
+        sub = np.ascontiguousarray(rgb[:, a:b]) if bands else rgb
         fc_band = fc if a % 2 == 0 else fc[::-1].copy()
         _rcd_kernel(np.ascontiguousarray(cfa[a:b]), fc_band, sub)
-        rgb_out[:, y0:y1] = sub[:, y0 - a:y1 - a]
+        if bands:
+            rgb_out[:, y0:y1] = sub[:, y0 - a:y1 - a]
 
-    rgb_out = rgb.copy()
-    for_bands(run, h, workers=workers, min_rows=64)
-    rgb = rgb_out
-    res = rgb * np.float32(scale) + np.float32(lo - ped)
-    # Measured samples are exact: keep them as they were.
-    masks = bayer_channel_masks(pattern, mosaic.shape)
-    for c in range(3):
-        res[c][masks[c]] = mosaic[masks[c]]
-    if not finite.all():
-        res[:, ~finite] = np.nan
-    return res.astype(np.float32, copy=False)
+    if bands:
+        rgb_out = rgb.copy()
+        for_bands(run, h, workers=workers, min_rows=64)
+        rgb = rgb_out
+    else:
+        run(0, h)
+    # Back to the data's units; measured samples exact, NaN where the mosaic has one.
+    _rcd_finish(rgb, m32, fc, scale32, np.float32(lo - ped), any_bad)
+    return rgb
+
+
+def _finite_range(m: np.ndarray) -> tuple[float, float]:
+    """Minimum and maximum of a mosaic, its non-finite pixels counted as 0."""
+    if bool(np.isfinite(m).all()):
+        return float(np.min(m)), float(np.max(m))
+    src = np.where(np.isfinite(m), m, np.float32(0.0))
+    return float(np.min(src)), float(np.max(src))
+
+
+@nb.njit(cache=True, nogil=True)
+def _rcd_prepare(m: np.ndarray, fc: np.ndarray, lo: np.float32, ped: np.float32,
+                 scale: np.float32, cfa: np.ndarray, rgb: np.ndarray) -> bool:
+    """``cfa = ((m - lo) + ped) / scale`` (0 for a non-finite pixel: ``lo``'s image), and
+    the kernel's start: each measured sample so scaled and clipped to 0..1 in its own
+    channel (NaN kept), 0 in the others (the kernel writes them before it reads them; the
+    border is :func:`_bilinear_border`'s). Returns whether a pixel is non-finite."""
+    h, w = m.shape
+    bad = False
+    zero = (np.float32(0.0) - lo + ped) / scale
+    for y in range(h):
+        for x in range(w):
+            v = m[y, x]
+            s = (v - lo + ped) / scale
+            fin = np.isfinite(v)
+            bad |= not fin
+            cfa[y, x] = s if fin else zero
+            c = s
+            if c < 0:
+                c = np.float32(0.0)
+            elif c > 1:
+                c = np.float32(1.0)
+            own = fc[y & 1, x & 1]
+            for k in range(3):
+                rgb[k, y, x] = c if k == own else np.float32(0.0)
+    return bad
+
+
+def _bilinear_border(rgb: np.ndarray, m: np.ndarray, pattern: str, lo: np.float32,
+                     ped: np.float32, scale: np.float32) -> None:
+    """The bilinear estimate, scaled and clipped as :func:`_rcd_prepare` scales, in the
+    4-pixel border of ``rgb`` that the RCD kernel keeps and reads: from strips with one
+    more row or column of context, so that it is the whole mosaic's estimate, bit for bit.
+    (The whole mosaic's bilinear estimate, the first version, took as long as the kernel.)"""
+    h, w = m.shape
+    b = 4
+    # (strip of the mosaic, its part kept, where that goes)
+    for (y0, y1, x0, x1), keep, into in (
+            ((0, b + 1, 0, w), np.s_[:, :b, :], np.s_[:, :b, :]),
+            ((h - b - 1, h, 0, w), np.s_[:, 1:, :], np.s_[:, h - b:, :]),
+            ((0, h, 0, b + 1), np.s_[:, :, :b], np.s_[:, :, :b]),
+            ((0, h, w - b - 1, w), np.s_[:, :, 1:], np.s_[:, :, w - b:])):
+        strip = bilinear(m[y0:y1, x0:x1], _shifted(pattern, y0, x0))
+        rgb[into] = np.clip((strip[keep] - lo + ped) / scale, 0.0, 1.0)
+
+
+@nb.njit(cache=True, nogil=True)
+def _rcd_finish(rgb: np.ndarray, m: np.ndarray, fc: np.ndarray, scale: np.float32,
+                off: np.float32, any_bad: bool) -> None:
+    """In place: ``rgb * scale + off`` (float32, numpy's two roundings), each measured
+    sample the mosaic's own, NaN in every channel where the mosaic has one."""
+    _, h, w = rgb.shape
+    for k in range(3):
+        for y in range(h):
+            for x in range(w):
+                if fc[y & 1, x & 1] == k:
+                    rgb[k, y, x] = m[y, x]
+                else:
+                    rgb[k, y, x] = rgb[k, y, x] * scale + off
+    if any_bad:
+        nan = np.float32(np.nan)
+        for y in range(h):
+            for x in range(w):
+                if not np.isfinite(m[y, x]):
+                    for k in range(3):
+                        rgb[k, y, x] = nan
+
+
+def _sites(pattern: str) -> list[tuple[tuple[int, int], int]]:
+    """The 2x2 cell's positions ``(dy, dx)`` and the channel (0 R, 1 G, 2 B) each sees."""
+    return [(divmod(k, 2), "RGB".index(c)) for k, c in enumerate(pattern)]
+
+
+def _shifted(pattern: str, y0: int, x0: int) -> str:
+    """The CFA pattern of a window whose origin is pixel (x0, y0) of a ``pattern`` mosaic."""
+    return "".join(pattern[2 * ((a + y0) % 2) + (c + x0) % 2] for a in (0, 1) for c in (0, 1))

@@ -138,7 +138,9 @@ def frame_window(fi: FrameInput, tile: tuple[int, int, int, int], plan: StackPla
                                                   overwrite=True)
     if fi.bayer is not None:
         # Even origin: same CFA phase; the frame's range: the same pixels whatever the tile.
-        data = debayer(data, fi.bayer, method=plan.debayer, value_range=fi.value_range)
+        # One thread when the tile's frames are already shared among threads.
+        data = debayer(data, fi.bayer, method=plan.debayer, value_range=fi.value_range,
+                       workers=1 if plan.tile_threads > 1 else None)
     c = data.shape[0] if data.ndim == 3 else 1
     if out is None:
         out = np.empty((c, th, tw), np.float32)
