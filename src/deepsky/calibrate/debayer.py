@@ -423,11 +423,6 @@ def _rcd_finish(rgb: np.ndarray, m: np.ndarray, fc: np.ndarray, scale: np.float3
                         rgb[k, y, x] = nan
 
 
-def _sites(pattern: str) -> list[tuple[tuple[int, int], int]]:
-    """The 2x2 cell's positions ``(dy, dx)`` and the channel (0 R, 1 G, 2 B) each sees."""
-    return [(divmod(k, 2), "RGB".index(c)) for k, c in enumerate(pattern)]
-
-
 def _shifted(pattern: str, y0: int, x0: int) -> str:
     """The CFA pattern of a window whose origin is pixel (x0, y0) of a ``pattern`` mosaic."""
     return "".join(pattern[2 * ((a + y0) % 2) + (c + x0) % 2] for a in (0, 1) for c in (0, 1))
