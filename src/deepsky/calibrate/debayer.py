@@ -17,6 +17,8 @@ already applied). The output is ``(3, H, W)`` R, G, B (``(3, H/2, W/2)`` for sup
 
 from __future__ import annotations
 
+import math
+
 import numba as nb
 import numpy as np
 
@@ -348,9 +350,11 @@ def rcd(mosaic: np.ndarray, pattern: str, *, workers: int | None = None,
 
 
 def _finite_range(m: np.ndarray) -> tuple[float, float]:
-    """Minimum and maximum of a mosaic, its non-finite pixels counted as 0."""
-    if bool(np.isfinite(m).all()):
-        return float(np.min(m)), float(np.max(m))
+    """Minimum and maximum of a mosaic, its non-finite pixels counted as 0 (a NaN or an
+    infinity shows in the plain minimum or maximum: the all-finite test is that pass)."""
+    lo, hi = float(np.min(m)), float(np.max(m))
+    if math.isfinite(lo) and math.isfinite(hi):
+        return lo, hi
     src = np.where(np.isfinite(m), m, np.float32(0.0))
     return float(np.min(src)), float(np.max(src))
 
